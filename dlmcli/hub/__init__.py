@@ -20,3 +20,13 @@ def resolve_model(spec: str, *, allow_pull: bool = False) -> Path:
     if path.is_dir():
         raise ModelError(f"{spec} is a directory, not a .gguf file")
     return path
+
+
+def default_model() -> tuple[str, bool]:
+    """The model to use when none is given, and whether it is the bundled fallback."""
+    import os
+
+    env = os.environ.get("DLM_MODEL")
+    if env:
+        return env, False
+    return "tiny-llada", True
