@@ -127,6 +127,8 @@ def generate(
     raw: Annotated[bool, typer.Option("--raw", help="Skip the chat template: the prompt is the text.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the answer.")] = False,
     visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Live view of the denoising (default: when stderr is a terminal).")] = None,
+    delay: Annotated[float, typer.Option("--delay", min=0.0, help="Seconds to pause between steps, to follow along.")] = 0.0,
+    trace: Annotated[Optional[Path], typer.Option("--trace", help="Write every step to this JSON Lines file (see 'dlm replay').")] = None,
     pull: Annotated[bool, typer.Option("--pull", help="Download the model first if it is not in the cache.")] = False,
     ngl: NglOpt = -1,
     threads: ThreadsOpt = None,
@@ -140,7 +142,7 @@ def generate(
     with open_model(model, ngl, threads, verbose, pull) as m:
         params = m.params(**overrides)
         gen = m.denoise(text, system=system, raw=raw, params=params)
-        sinks = _sinks(m, gen, text, visual)
+        sinks = _sinks(m, gen, text, visual, delay=delay, trace=trace)
         try:
             for step in gen:
                 for s in sinks:
@@ -154,7 +156,8 @@ def generate(
     _emit(result, json_out, verbose)
 
 
-def _sinks(m, gen, prompt_text: str, visual: Optional[bool]) -> list:
+def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0.0,
+           trace: Optional[Path] = None, fixed: tuple = ()) -> list:
     from .render.base import RunInfo
 
     info = RunInfo(
@@ -162,15 +165,23 @@ def _sinks(m, gen, prompt_text: str, visual: Optional[bool]) -> list:
         canvas=tuple(int(t) for t in gen.initial_canvas), gen_start=gen.gen_start,
         mask_id=m.vocab_info.mask_id, params=gen.params.to_dict(),
         token_text=lambda t: m.runtime.piece(int(t)).decode("utf-8", "replace"),
-        eog_ids=m.vocab_info.eog_ids,
+        eog_ids=m.vocab_info.eog_ids, fixed=tuple(fixed),
     )
     sinks = []
+    if trace is not None:
+        from .render.trace import TraceWriter
+
+        sinks.append(TraceWriter(trace))
     if visual is None:
         visual = sys.stderr.isatty()
     if visual:
         from .render.live import LiveView
 
-        sinks.append(LiveView())
+        sinks.append(LiveView(delay=delay))
+    elif delay:
+        from .render.live import Pause
+
+        sinks.append(Pause(delay))
     for s in sinks:
         s.start(info)
     return sinks
