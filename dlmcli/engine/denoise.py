@@ -16,7 +16,7 @@ from ..errors import UsageError
 from .events import Step
 from .params import GenerationParams
 from .schedule import block_transfer_counts, threshold_count, timestep_transfer_count, timesteps
-from .scoring import sample
+from .scoring import Rows, sample
 
 # forward(canvases) -> logits per canvas, each float32 [len(canvas), vocab]; may be views that
 # the next call overwrites.
@@ -54,22 +54,25 @@ def denoise(canvas: np.ndarray, gen_start: int, params: GenerationParams, forwar
 
 
 def denoise_batch(canvases: Sequence[np.ndarray], gen_starts: Sequence[int], params: GenerationParams,
-                  forward: Forward, vocab: VocabInfo, *, trim_at_eog: bool = True) -> Iterator[list[Step]]:
+                  forward: Forward, vocab: VocabInfo, *, trim_at_eog: bool = True,
+                  first_index: int = 0) -> Iterator[list[Step]]:
     """Denoise several canvases in lock-step, one forward pass for all of them per step.
 
     ``trim_at_eog``: the answer ends at its first end-of-generation token, so once every position
     before that token is committed the answer cannot change; with ``params.early_stop`` the rest
     is filled with ``vocab.fill_id`` and no more passes are spent on it.
+    ``first_index``: index of the first canvas in a longer list split into batches; sequence i
+    draws from the i-th child of the seed, so its randomness does not depend on the batch size.
     """
     p = params
-    seeds = np.random.SeedSequence(p.seed).spawn(len(canvases))
+    seeds = np.random.SeedSequence(p.seed).spawn(first_index + len(canvases))[first_index:]
     seqs = []
     for canvas, gen_start, ss in zip(canvases, gen_starts, seeds):
         c = np.array(canvas, dtype=np.int32)
         region = len(c) - gen_start
         if region <= 0:
             raise UsageError("nothing to generate: the canvas has no positions after the prompt")
-        seqs.append(_Seq(c, gen_start, c != vocab.mask_id, np.random.default_rng(ss), len(seqs)))
+        seqs.append(_Seq(c, gen_start, c != vocab.mask_id, np.random.default_rng(ss), first_index + len(seqs)))
 
     region = len(seqs[0].canvas) - seqs[0].gen_start
     if p.schedule == "block":
@@ -106,10 +109,8 @@ def denoise_batch(canvases: Sequence[np.ndarray], gen_starts: Sequence[int], par
             b_end = min(b_start + block_length, len(s.canvas))
             masked = np.flatnonzero(s.canvas[:b_end] == vocab.mask_id)
             rows_idx = np.maximum(masked - 1, 0) if vocab.shift else masked
-            rows = logits[i][rows_idx]
-            if p.cfg > 0:
-                un = logits[i + len(active)][rows_idx]
-                rows = un + np.float32(p.cfg + 1.0) * (rows - un)
+            # Only the competing rows are read, in place: no copy of the logits.
+            rows = Rows(logits[i], rows_idx, logits[i + len(active)] if p.cfg > 0 else None, p.cfg + 1.0)
 
             if p.schedule == "block":
                 k = s.counts[s.step_in_block] if s.step_in_block < len(s.counts) else 0

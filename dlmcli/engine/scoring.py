@@ -11,6 +11,7 @@ At temperature 0 with no top-k/top-p both reduce to argmax and the full-vocabula
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,11 +20,24 @@ import numpy as np
 ENTROPY_EPS = 1e-10
 
 _POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
+_POOL_SIZE = 1
+
+# Rows are reduced a few at a time in a buffer of about this size, so that after the one read from
+# the logits (main memory) the argmax/subtract/exp/sum passes hit the CPU cache.
+CHUNK_BYTES = 1 << 21
+
+
+def default_threads() -> int:
+    """Scoring threads when --threads is not given: the CPUs this process may use, at most 16."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(16, n))
 
 
 def set_threads(n: int) -> None:
-    """Split row-wise work over n threads (numpy releases the GIL inside ufuncs)."""
+    """Split row-wise work over n threads (numpy releases the GIL inside ufuncs and reductions)."""
     global _POOL, _POOL_SIZE
     n = max(1, int(n))
     if n == _POOL_SIZE:
@@ -34,46 +48,103 @@ def set_threads(n: int) -> None:
     _POOL_SIZE = n
 
 
-def _rowwise(fn, rows: np.ndarray, *extra):
-    """Apply fn to row chunks in parallel; fn returns a tuple of per-row arrays."""
-    n = rows.shape[0]
-    if _POOL is None or n < 2 or rows.size < 1 << 18:
-        return fn(rows, *extra)
-    parts = min(_POOL_SIZE, n)
-    bounds = np.linspace(0, n, parts + 1).astype(int)
-    futures = [
-        _POOL.submit(fn, rows[a:b], *(e[a:b] for e in extra)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a
-    ]
-    results = [f.result() for f in futures]
-    return tuple(np.concatenate(col) for col in zip(*results))
+class Rows:
+    """The logits rows that compete at one step, read in place (never copied as a whole).
+
+    Row j is ``logits[index[j]]``, or with classifier-free guidance
+    ``uncond[index[j]] + scale * (logits[index[j]] - uncond[index[j]])`` (LLaDA's formula, float32).
+    """
+
+    def __init__(self, logits: np.ndarray, index: np.ndarray, uncond: np.ndarray | None = None,
+                 scale: float = 1.0):
+        self.logits = logits
+        self.index = np.asarray(index, dtype=np.intp)
+        self.uncond = uncond
+        self.scale = np.float32(scale)
+        self.shape = (self.index.size, logits.shape[1])
+
+    def __len__(self) -> int:
+        return self.index.size
+
+    def gather(self, a: int, b: int, out: np.ndarray | None = None, tmp: np.ndarray | None = None) -> np.ndarray:
+        """Rows a..b-1 as a float32 array (written into ``out`` when given)."""
+        idx = self.index[a:b]
+        out = np.take(self.logits, idx, axis=0, out=out)
+        if self.uncond is not None:
+            un = np.take(self.uncond, idx, axis=0, out=tmp)
+            out -= un
+            out *= self.scale
+            out += un
+        return out
+
+    def array(self) -> np.ndarray:
+        return self.gather(0, len(self))
+
+    @classmethod
+    def of(cls, rows) -> "Rows":
+        if isinstance(rows, Rows):
+            return rows
+        rows = np.asarray(rows, dtype=np.float32)
+        return cls(rows, np.arange(rows.shape[0]))
 
 
-def _greedy_stats(rows: np.ndarray, want_margin: bool, want_entropy: bool):
-    """argmax, its softmax probability, top1-top2 margin and Dream's entropy score, one pass."""
-    idx = np.argmax(rows, axis=1)
-    top = rows[np.arange(rows.shape[0]), idx]
-    e = rows - top[:, None]
-    np.exp(e, out=e)
-    z = e.sum(axis=1, dtype=np.float64)
-    conf = 1.0 / z
-    margin = entropy = None
-    if want_margin:
-        second = np.partition(rows, -2, axis=1)[:, -2] if rows.shape[1] > 1 else top
-        margin = conf - np.exp((second - top).astype(np.float64)) / z
-    if want_entropy:
-        p = e / z[:, None].astype(np.float32)
-        entropy = (p * np.log(p + np.float32(ENTROPY_EPS))).sum(axis=1, dtype=np.float64)
-    empty = np.zeros(0)
-    return idx, conf, margin if margin is not None else empty, entropy if entropy is not None else empty
+def _greedy_part(rows: Rows, a: int, b: int, want_margin: bool, want_entropy: bool):
+    """argmax, its softmax probability, top1-top2 margin and Dream's entropy score for rows a..b-1.
+
+    Works through the rows a few at a time in one reused buffer; per row the arithmetic is the
+    same whatever the chunking (float32 exp, float64 sums), so results do not depend on threads.
+    """
+    n, vocab = b - a, rows.shape[1]
+    per = max(1, min(n, CHUNK_BYTES // (4 * vocab)))
+    buf = np.empty((per, vocab), np.float32)
+    tmp = np.empty_like(buf) if rows.uncond is not None else None
+    idx = np.empty(n, np.intp)
+    conf = np.empty(n)
+    margin = np.empty(n) if want_margin else np.zeros(0)
+    entropy = np.empty(n) if want_entropy else np.zeros(0)
+    for c in range(0, n, per):
+        m = min(per, n - c)
+        e = rows.gather(a + c, a + c + m, buf[:m], None if tmp is None else tmp[:m])
+        r = np.arange(m)
+        i = e.argmax(axis=1)
+        top = e[r, i]
+        if want_margin:
+            if vocab > 1:
+                e[r, i] = -np.inf
+                second = e.max(axis=1)
+                e[r, i] = top
+            else:
+                second = top
+        np.subtract(e, top[:, None], out=e)
+        np.exp(e, out=e)
+        z = e.sum(axis=1, dtype=np.float64)
+        idx[c:c + m] = i
+        conf[c:c + m] = 1.0 / z
+        if want_margin:
+            margin[c:c + m] = conf[c:c + m] - np.exp((second - top).astype(np.float64)) / z
+        if want_entropy:
+            np.divide(e, z[:, None].astype(np.float32), out=e)
+            entropy[c:c + m] = (e * np.log(e + np.float32(ENTROPY_EPS))).sum(axis=1, dtype=np.float64)
+    return idx, conf, margin, entropy
 
 
-def greedy(rows: np.ndarray, algorithm: str):
-    """Fast path (temperature 0, no filters): tokens and confidences without copying the logits."""
+def greedy(rows, algorithm: str):
+    """Fast path (temperature 0, no filters): tokens and confidences, reading each logit once.
+
+    ``rows``: a ``Rows`` or a float32 array ``[n, V]``. Rows are split over the scoring threads.
+    """
+    rows = Rows.of(rows)
     want_margin = algorithm == "margin"
     want_entropy = algorithm == "entropy"
-    idx, conf, margin, entropy = _rowwise(
-        lambda r: _greedy_stats(np.asarray(r, dtype=np.float32), want_margin, want_entropy), rows
-    )
+    n = len(rows)
+    parts = min(_POOL_SIZE, n) if _POOL is not None and n * rows.shape[1] >= 1 << 18 else 1
+    if parts <= 1:
+        idx, conf, margin, entropy = _greedy_part(rows, 0, n, want_margin, want_entropy)
+    else:
+        bounds = np.linspace(0, n, parts + 1).astype(int)
+        futures = [_POOL.submit(_greedy_part, rows, a, b, want_margin, want_entropy)
+                   for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        idx, conf, margin, entropy = (np.concatenate(col) for col in zip(*(f.result() for f in futures)))
     if want_margin:
         return idx, margin
     if want_entropy:
@@ -117,14 +188,15 @@ def _score_from_probs(p: np.ndarray, idx: np.ndarray, algorithm: str) -> np.ndar
 
 def sample(rows: np.ndarray, algorithm: str, temperature: float, top_k: int, top_p: float,
            convention: str, rng: np.random.Generator):
-    """Tokens and confidences for rows ``[n, V]`` (float32 logits, left untouched).
+    """Tokens and confidences for ``rows`` (a ``Rows`` or float32 ``[n, V]``; logits left untouched).
 
     Randomness drawn, in this order: a float64 uniform array ``[n, V]`` for Gumbel noise when
     temperature > 0. Nothing when temperature is 0.
     """
     if temperature == 0 and top_k == 0 and top_p >= 1:
         return greedy(rows, algorithm)
-    z = np.array(rows, dtype=np.float64)
+    rows = Rows.of(rows).array()
+    z = rows.astype(np.float64)
     if temperature > 0:
         z /= temperature
     filter_logits(z, top_k, top_p)
