@@ -23,7 +23,7 @@ from . import defaults
 from .engine.denoise import VocabInfo, denoise_batch
 from .engine.events import Step
 from .engine.params import GenerationParams
-from .engine.scoring import set_threads
+from .engine.scoring import default_threads, set_threads
 from .errors import GenerationError, ModelError, UsageError
 from .template import render_chat
 
@@ -99,20 +99,64 @@ class Generation:
         for _ in self:
             pass
         canvas = self.last.canvas if self.last is not None else self.initial_canvas
-        gen = [int(t) for t in canvas[self.gen_start:]]
-        finish = "length"
-        if self.trim:
-            for i, t in enumerate(gen):
-                if t in self.model.vocab_info.eog_ids:
-                    gen, finish = gen[:i], "eos"
-                    break
         total = (self._t_end or time.perf_counter()) - (self._t0 or time.perf_counter())
-        return Result(
-            model=self.model.name, prompt_tokens=list(self.prompt_tokens), tokens=gen,
-            text=self.model.detokenize(gen), steps=self._passes, finish_reason=finish,
-            timings=Timings(total, self._forward_s, self._sampling_s), params=self.params,
-            canvas=[int(t) for t in canvas],
-        )
+        return self.model._result(self.prompt_tokens, canvas, self.gen_start, self.params, self.trim,
+                                  self._passes, Timings(total, self._forward_s, self._sampling_s))
+
+
+class BatchGeneration:
+    """Several prompts denoised together: one forward pass per step for all unfinished ones.
+
+    Iterate for one list of Steps per forward pass (one Step per sequence that took part);
+    ``results()`` then gives one Result per prompt, in order. A sequence's ``forward_s`` counts the
+    whole shared pass; ``total_s`` is the batch's wall time.
+    """
+
+    def __init__(self, model: "Model", prompt_tokens: list[list[int]], params: GenerationParams,
+                 first_index: int = 0):
+        self.model = model
+        self.prompt_tokens = prompt_tokens
+        self.params = params
+        self.first_index = first_index
+        self.canvases = [model._canvas(t, params) for t in prompt_tokens]
+        self.last: list[Step | None] = [None] * len(prompt_tokens)
+        self._stats = [[0, 0.0, 0.0] for _ in prompt_tokens]  # passes, forward_s, sampling_s
+        self._t0 = self._t_end = None
+        self._it = denoise_batch(self.canvases, [len(t) for t in prompt_tokens], params,
+                                 model.runtime.forward, model.vocab_info, first_index=first_index)
+
+    def __iter__(self) -> Iterator[list[Step]]:
+        return self
+
+    def __next__(self) -> list[Step]:
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+        try:
+            steps = next(self._it)
+        except StopIteration:
+            self._t_end = self._t_end or time.perf_counter()
+            raise
+        for st in steps:
+            j = st.seq - self.first_index
+            self.last[j] = st
+            acc = self._stats[j]
+            acc[0] += 1
+            acc[1] += st.forward_s
+            acc[2] += st.sampling_s
+        return steps
+
+    def results(self) -> list[Result]:
+        for _ in self:
+            pass
+        total = (self._t_end or time.perf_counter()) - (self._t0 or time.perf_counter())
+        out = []
+        for j, toks in enumerate(self.prompt_tokens):
+            last = self.last[j]
+            canvas = last.canvas if last is not None else self.canvases[j]
+            passes, fwd, smp = self._stats[j]
+            out.append(self.model._result(toks, canvas, len(toks), self.params, True, passes,
+                                          Timings(total, fwd, smp)))
+        return out
 
 
 class Model:
@@ -128,8 +172,8 @@ class Model:
         except BaseException:
             self.runtime.close()
             raise
-        if n_threads:
-            set_threads(n_threads)
+        # Scoring runs between forward passes, while llama.cpp's threads are idle.
+        set_threads(n_threads or default_threads())
 
     def _read_metadata(self) -> None:
         m = self.runtime.model
@@ -205,6 +249,31 @@ class Model:
                 raise UsageError("no prompt given")
             prompt_tokens = self.prompt_tokens(prompt, system=system, raw=raw)
         prompt_tokens = [int(t) for t in prompt_tokens]
+        canvas = self._canvas(prompt_tokens, params)
+        return Generation(self, prompt_tokens, canvas, len(prompt_tokens), params, trim=True)
+
+    def denoise_batch(self, prompts: Sequence[str] | None = None, *,
+                      prompt_tokens: Sequence[Sequence[int]] | None = None, system: str | None = None,
+                      raw: bool = False, params: GenerationParams | None = None, first_index: int = 0,
+                      **overrides) -> BatchGeneration:
+        """Start several generations that share every forward pass (prompts may differ in length)."""
+        if params is None:
+            params = self.params(**overrides)
+        elif overrides:
+            raise TypeError("pass either params or keyword overrides, not both")
+        if prompt_tokens is None:
+            if prompts is None:
+                raise UsageError("no prompts given")
+            prompt_tokens = [self.prompt_tokens(p, system=system, raw=raw) for p in prompts]
+        toks = [[int(t) for t in pt] for pt in prompt_tokens]
+        if not toks:
+            raise UsageError("no prompts given")
+        return BatchGeneration(self, toks, params, first_index)
+
+    def generate_batch(self, prompts: Sequence[str] | None = None, **kwargs) -> list[Result]:
+        return self.denoise_batch(prompts, **kwargs).results()
+
+    def _canvas(self, prompt_tokens: list[int], params: GenerationParams) -> np.ndarray:
         total = len(prompt_tokens) + params.gen_length
         if self.n_ctx_train and total > self.n_ctx_train:
             raise GenerationError(
@@ -213,8 +282,22 @@ class Model:
             )
         if any(t == self.vocab_info.mask_id for t in prompt_tokens):
             raise UsageError("the prompt contains the model's mask token; use 'dlm infill' to fill masks")
-        canvas = np.array(prompt_tokens + [self.vocab_info.mask_id] * params.gen_length, dtype=np.int32)
-        return Generation(self, prompt_tokens, canvas, len(prompt_tokens), params, trim=True)
+        return np.array(prompt_tokens + [self.vocab_info.mask_id] * params.gen_length, dtype=np.int32)
+
+    def _result(self, prompt_tokens, canvas, gen_start: int, params: GenerationParams, trim: bool,
+                passes: int, timings: Timings) -> Result:
+        gen = [int(t) for t in canvas[gen_start:]]
+        finish = "length"
+        if trim:
+            for i, t in enumerate(gen):
+                if t in self.vocab_info.eog_ids:
+                    gen, finish = gen[:i], "eos"
+                    break
+        return Result(
+            model=self.name, prompt_tokens=list(prompt_tokens), tokens=gen, text=self.detokenize(gen),
+            steps=passes, finish_reason=finish, timings=timings, params=params,
+            canvas=[int(t) for t in canvas],
+        )
 
     def generate(self, prompt: str | None = None, **kwargs) -> Result:
         return self.denoise(prompt, **kwargs).result()

@@ -130,15 +130,30 @@ def generate(
     delay: Annotated[float, typer.Option("--delay", min=0.0, help="Seconds to pause between steps, to follow along.")] = 0.0,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Write every step to this JSON Lines file (see 'dlm replay').")] = None,
     pull: Annotated[bool, typer.Option("--pull", help="Download the model first if it is not in the cache.")] = False,
+    batch: Annotated[Optional[Path], typer.Option("--batch", help="Answer each line of FILE ('-': stdin), in order, one per line (JSON Lines with --json).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="With --batch: prompts that share one forward pass.")] = 8,
     ngl: NglOpt = -1,
     threads: ThreadsOpt = None,
     verbose: VerboseOpt = False,
 ):
     """Generate an answer by denoising a canvas of masks."""
-    text = read_prompt(prompt)
     overrides = dict(gen_length=gen_length, steps=steps, block_length=block_length, schedule=schedule,
                      algorithm=algorithm, alg_temp=alg_temp, temperature=temperature, top_k=top_k, top_p=top_p,
                      cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
+    if batch is not None:
+        if prompt is not None or visual or trace is not None or delay:
+            raise UsageError("--batch answers the file's prompts only: it takes no PROMPT, --visual, --trace "
+                             "or --delay (they follow one generation)")
+        prompts = read_batch(batch)
+        with open_model(model, ngl, threads, verbose, pull) as m:
+            params = m.params(**overrides)
+            for first in range(0, len(prompts), batch_size):
+                group = prompts[first:first + batch_size]
+                results = m.generate_batch(group, system=system, raw=raw, params=params, first_index=first)
+                for i, r in enumerate(results, first):
+                    _emit(r, json_out, verbose, index=i)
+        return
+    text = read_prompt(prompt)
     with open_model(model, ngl, threads, verbose, pull) as m:
         params = m.params(**overrides)
         gen = m.denoise(text, system=system, raw=raw, params=params)
@@ -187,9 +202,32 @@ def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0
     return sinks
 
 
-def _emit(result, json_out: bool, verbose: bool) -> None:
+def read_batch(path: Path) -> list[str]:
+    """--batch FILE: one prompt per line; a blank line is an error (answers must line up)."""
+    try:
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read --batch file {path}: {e.strerror}") from None
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--batch file {path} is not valid UTF-8 (byte {e.start})") from None
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            raise UsageError(f"--batch file {path}: line {i} is blank; every line must be a prompt")
+    if not lines:
+        raise UsageError(f"--batch file {path} has no prompts")
+    return lines
+
+
+def _emit(result, json_out: bool, verbose: bool, index: int | None = None) -> None:
     if json_out:
-        sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+        obj = result.to_json() if index is None else {"index": index, **result.to_json()}
+        sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    elif index is not None:
+        # --batch: one line per prompt, so line breaks inside an answer are escaped (--json keeps them).
+        text = result.text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+        sys.stdout.write(text + "\n")
     else:
         sys.stdout.write(result.text + "\n")
     sys.stdout.flush()
