@@ -6,7 +6,25 @@ import ctypes
 import sys
 import threading
 
-import llama_cpp.llama_cpp as lib  # noqa: F401  (loaded before numpy; see docs/performance.md)
+
+def _global_libstdcxx() -> None:
+    """Put the C++ runtime in the process's global symbol scope before llama.cpp's libraries load.
+
+    A CUDA build's libggml-cuda exports its own copies of some libstdc++ template code. When
+    libstdc++ had already been loaded privately (numpy, torch and most extension modules link
+    it), libllama bound to those copies and model loading crashed (docs/performance.md, "Import
+    order"). Global symbols are searched first, so every library then binds to libstdc++ itself.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
+        except OSError:  # no shared libstdc++ (a static build): nothing to bind to wrongly
+            pass
+
+
+_global_libstdcxx()
+
+import llama_cpp.llama_cpp as lib  # noqa: E402,F401  (loaded before numpy)
 
 _lock = threading.Lock()
 _state = {"init": False, "verbose": False, "callback": None}
