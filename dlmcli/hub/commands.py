@@ -11,17 +11,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from . import config as cfg
 from .manage import list_models, remove
 from .spec import parse_spec
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _out() -> Console:
-    return Console(highlight=False, soft_wrap=False)
 
 
 def _err() -> Console:
@@ -77,20 +72,14 @@ def models(
     if as_json:
         typer.echo(json.dumps([{**r.to_dict(), "default": r.name == default} for r in rows], indent=2))
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("MODEL", no_wrap=True)
-    table.add_column("ARCH", no_wrap=True)
-    table.add_column("QUANT", no_wrap=True)
-    table.add_column("SIZE", justify="right", no_wrap=True)
-    table.add_column("LICENSE", no_wrap=True)
-    table.add_column("STATUS", no_wrap=True)
+    lines = [("MODEL", "ARCH", "QUANT", "SIZE", "LICENSE", "STATUS")]
     for r in rows:
         status = {"available": "", "downloaded": "downloaded", "bundled": "bundled"}.get(r.status, r.status)
         if r.status == "partial" and r.progress is not None:
             status = f"partial {100 * r.progress:.0f}%"
         name = r.name + (" *" if r.name == default else "")
-        table.add_row(name, r.arch or "", r.quant or "", _size(r.size, r.approx), r.license or "", status)
-    _out().print(table)
+        lines.append((name, r.arch or "", r.quant or "", _size(r.size, r.approx), r.license or "", status))
+    typer.echo(_columns(lines, right={3}))
     marked = "* " if any(r.name == default for r in rows) else ""
     _err().print(f"{marked}default model: {default} ({source}); pull one with 'dlm pull NAME'", style="dim")
 
@@ -144,13 +133,17 @@ def info(
     if entry is not None:
         rows.append(("catalog", f"{entry.name} ({entry.repo})"))
         rows.append(("defaults", ", ".join(f"{k}={v}" for k, v in entry.defaults.items())))
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
-    for k, v in rows:
-        if v != "":
-            table.add_row(k, v)
-    _out().print(table)
+    typer.echo(_columns([(k, v) for k, v in rows if v != ""]))
+
+
+def _columns(rows: list[tuple[str, ...]], right: set[int] = frozenset()) -> str:
+    """Plain aligned columns: stays intact when piped, whatever the terminal width."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
 
 
 def _params(n: int) -> str:
