@@ -96,6 +96,9 @@ def parse_spec(spec: str) -> ModelRef:
         if ".." in repo or "--" in repo or repo.endswith((".", "-")):
             raise ModelError(f"{spec} is not a valid Hub repo id (owner/name)")
         quant, filename = _split_selector(m.group("sel"))
-        return ModelRef(spec, "hub", repo=repo, quant=quant, filename=filename, entry=entry_by_repo(repo))
+        entry = entry_by_repo(repo)
+        if entry is not None:
+            repo = entry.repo  # the Hub ignores case in repo ids; the cache folder must not
+        return ModelRef(spec, "hub", repo=repo, quant=quant, filename=filename, entry=entry)
 
     raise ModelError(f"cannot read model {spec!r}: give a .gguf path, a name from 'dlm models', or owner/repo[:QUANT]")
