@@ -271,8 +271,6 @@ def pull(ref: ModelRef, *, progress: PullProgress | None = None, revision: str =
     on_disk = total - sum(f.size - _partial_size(blobs, f) for f in todo)
     downloaded = 0
     if todo:
-        cache.write_pending(ref.repo, ref.spec, plan.base,
-                            [{"path": f.path, "etag": f.etag, "size": f.size} for f in plan.files])
         need = total - on_disk
         free = _free_bytes(blobs)
         if need > free:
@@ -280,6 +278,8 @@ def pull(ref: ModelRef, *, progress: PullProgress | None = None, revision: str =
                 f"not enough disk space for {ref.spec}: needs {human_bytes(need)} more, {human_bytes(free)} free "
                 f"in {blobs}; free some space (dlm rm ...) or point HF_HOME at a bigger disk"
             )
+        cache.write_pending(ref.repo, ref.spec, plan.base,
+                            [{"path": f.path, "etag": f.etag, "size": f.size} for f in plan.files])
         if on_disk:
             progress.note(f"resuming {ref.spec}: {human_bytes(on_disk)} of {human_bytes(total)} already on disk")
         progress.begin(ref.spec, total, on_disk)
