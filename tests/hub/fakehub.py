@@ -57,12 +57,23 @@ class Request:
     range: str | None
     authorization: str | None
     host: str
+    served: int = 0  # body bytes sent in answer (CDN only)
+    file: str | None = None  # the repo path a CDN request is for
 
 
 @dataclass
 class Stats:
     requests: list[Request] = field(default_factory=list)
-    served: dict[str, int] = field(default_factory=dict)  # CDN body bytes sent, by file path
+
+    @property
+    def served(self) -> dict[str, int]:
+        """CDN body bytes sent for the requests in this Stats, by file path. Counted per request, so a
+        handler still writing for a killed client after ``reset_stats`` does not leak into the new counts."""
+        out: dict[str, int] = {}
+        for r in self.requests:
+            if r.file is not None:
+                out[r.file] = out.get(r.file, 0) + r.served
+        return out
 
     def served_total(self) -> int:
         return sum(self.served.values())
@@ -138,9 +149,9 @@ class FakeHub:
             self.stats.requests.append(req)
             return len(self.stats.requests)
 
-    def _served(self, path: str, n: int) -> None:
+    def _served(self, req: Request, n: int) -> None:
         with self._lock:
-            self.stats.served[path] = self.stats.served.get(path, 0) + n
+            req.served += n
 
     def _allowed(self, repo: FakeRepo, auth: str | None) -> bool:
         token = auth.split(" ", 1)[1] if auth and " " in auth else None
@@ -175,8 +186,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _begin(self) -> tuple[str, dict] | None:
         parsed = urllib.parse.urlsplit(self.path)
-        n = self.fake._record(Request(self.command, urllib.parse.unquote(parsed.path), self.headers.get("Range"),
-                                      self.headers.get("Authorization"), self.headers.get("Host", "")))
+        self.req = Request(self.command, urllib.parse.unquote(parsed.path), self.headers.get("Range"),
+                           self.headers.get("Authorization"), self.headers.get("Host", ""))
+        n = self.fake._record(self.req)
         if n > MAX_REQUESTS:
             self._send(500, b"too many requests in one test")
             return None
@@ -283,6 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
         if data is None:
             self._send(404, b"no such object", head=head)
             return
+        self.req.file = path
         if path in self.fake.corrupt:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         start = 0
@@ -319,6 +332,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(piece)
             self.wfile.flush()
             sent += len(piece)
-            self.fake._served(path, len(piece))
+            self.fake._served(self.req, len(piece))
             if self.fake.rate:
                 time.sleep(len(piece) / self.fake.rate)
