@@ -58,13 +58,15 @@ def resolve_model(spec: str, *, allow_pull: bool = False, progress=None) -> Path
 def _not_downloaded(ref: ModelRef) -> ModelError | HubError:
     if cache.offline_mode():
         return HubError(
-            f"model {ref.spec} is not downloaded and HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE and run 'dlm pull {ref.spec}'"
+            f"model {ref.spec} is not downloaded and HF_HUB_OFFLINE is set; "
+            f"unset HF_HUB_OFFLINE and run 'dlm pull {ref.spec}'"
         )
     pending = pending_for(ref)
     if pending is not None and pending.total:
         pct = 100 * pending.bytes_on_disk() / pending.total
         return ModelError(
-            f"model {ref.spec} is only partly downloaded ({pct:.0f}%); run 'dlm pull {ref.spec}' to resume, or pass --pull"
+            f"model {ref.spec} is only partly downloaded ({pct:.0f}%); "
+            f"run 'dlm pull {ref.spec}' to resume, or pass --pull"
         )
     return ModelError(f"model {ref.spec} is not downloaded; run 'dlm pull {ref.spec}' or pass --pull")
 

@@ -50,7 +50,7 @@ def repo_folder(repo: str) -> Path:
 def repo_from_folder(name: str) -> str | None:
     if not name.startswith("models--"):
         return None
-    parts = name[len("models--"):].split("--")
+    parts = name[len("models--") :].split("--")
     return "/".join(parts) if len(parts) == 2 else None
 
 

@@ -53,8 +53,10 @@ def pull(
     result = do_pull(ref, progress=progress)
     err = _err()
     if result.downloaded:
-        err.print(f"pulled {model}: {human_bytes(result.downloaded)} downloaded"
-                  + (f", {human_bytes(result.reused)} already on disk" if result.reused else ""))
+        err.print(
+            f"pulled {model}: {human_bytes(result.downloaded)} downloaded"
+            + (f", {human_bytes(result.reused)} already on disk" if result.reused else "")
+        )
     elif result.checked_remote:
         err.print(f"{model} is up to date")
     typer.echo(str(result.model.path))
@@ -126,7 +128,10 @@ def info(
         ("mask token", mask),
         ("shift logits", yes_no(meta.shift_logits)),
         ("causal attention", yes_no(meta.causal_attention)),
-        ("bos / eos / eot", " / ".join(num(t) or "-" for t in (meta.bos_token_id, meta.eos_token_id, meta.eot_token_id))),
+        (
+            "bos / eos / eot",
+            " / ".join(num(t) or "-" for t in (meta.bos_token_id, meta.eos_token_id, meta.eot_token_id)),
+        ),
         ("chat template", yes_no(meta.chat_template)),
         ("license", meta.license or (entry.license if entry else "")),
     ]
@@ -141,7 +146,7 @@ def _columns(rows: list[tuple[str, ...]], right: set[int] = frozenset()) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for r in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
         out.append("  ".join(cells).rstrip())
     return "\n".join(out)
 

@@ -107,8 +107,18 @@ def human_bytes(n: float) -> str:
 # ---- errors ------------------------------------------------------------------------------------------
 
 _NETWORK_NAMES = {
-    "ConnectError", "ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "TimeoutException",
-    "TransportError", "NetworkError", "RemoteProtocolError", "ProxyError", "SSLError", "ReadError",
+    "ConnectError",
+    "ConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "Timeout",
+    "TimeoutException",
+    "TransportError",
+    "NetworkError",
+    "RemoteProtocolError",
+    "ProxyError",
+    "SSLError",
+    "ReadError",
 }
 
 
@@ -147,7 +157,9 @@ def _hub_error(exc: Exception, repo: str, spec: str) -> HubError | None:
         if status in (401, 403):
             return HubError(f"{endpoint()} refused access to {repo} (HTTP {status}); check HF_TOKEN")
         if status == 429:
-            return HubError(f"{endpoint()} is rate-limiting requests (HTTP 429); wait a minute and run 'dlm pull {spec}' again")
+            return HubError(
+                f"{endpoint()} is rate-limiting requests (HTTP 429); wait a minute and run 'dlm pull {spec}' again"
+            )
         return HubError(f"{endpoint()} answered HTTP {status} for {repo}; try again later")
     if _is_network_error(exc):
         return HubError(_network_message(exc, spec))
@@ -200,9 +212,11 @@ def plan_pull(ref: ModelRef, revision: str = "main") -> RemotePlan:
     assert ref.repo is not None
     api = HfApi(endpoint=endpoint())
     info = _hub_call(
-        lambda: api.model_info(ref.repo, revision=revision, files_metadata=True,
-                               timeout=_timeout("HF_HUB_ETAG_TIMEOUT", 10)),
-        ref.repo, ref.spec,
+        lambda: api.model_info(
+            ref.repo, revision=revision, files_metadata=True, timeout=_timeout("HF_HUB_ETAG_TIMEOUT", 10)
+        ),
+        ref.repo,
+        ref.spec,
     )
     siblings = {s.rfilename: s for s in (info.siblings or [])}
     group = select_group(list(siblings), ref.repo, ref.wanted_quant, ref.filename)
@@ -278,8 +292,9 @@ def pull(ref: ModelRef, *, progress: PullProgress | None = None, revision: str =
                 f"not enough disk space for {ref.spec}: needs {human_bytes(need)} more, {human_bytes(free)} free "
                 f"in {blobs}; free some space (dlm rm ...) or point HF_HOME at a bigger disk"
             )
-        cache.write_pending(ref.repo, ref.spec, plan.base,
-                            [{"path": f.path, "etag": f.etag, "size": f.size} for f in plan.files])
+        cache.write_pending(
+            ref.repo, ref.spec, plan.base, [{"path": f.path, "etag": f.etag, "size": f.size} for f in plan.files]
+        )
         if on_disk:
             progress.note(f"resuming {ref.spec}: {human_bytes(on_disk)} of {human_bytes(total)} already on disk")
         progress.begin(ref.spec, total, on_disk)
@@ -370,7 +385,9 @@ def _fetch_blob(ref: ModelRef, commit: str, f: RemoteFile, blobs: Path, progress
     try:
         lock.acquire()
     except Timeout:
-        raise HubError(f"another process is downloading {f.path}; wait for it to finish, then run 'dlm pull {ref.spec}'") from None
+        raise HubError(
+            f"another process is downloading {f.path}; wait for it to finish, then run 'dlm pull {ref.spec}'"
+        ) from None
     try:
         if _blob_ok(blobs / f.etag, f.size):  # the other process finished it meanwhile
             return 0
@@ -406,7 +423,9 @@ def _stream(ref: ModelRef, commit: str, f: RemoteFile, blobs: Path, progress: Pu
                 if status == 206:
                     start = _range_start(resp.headers.get("Content-Range"))
                     if start != have:
-                        raise HubError(f"the server sent {f.path} from byte {start}, not {have}; run 'dlm pull {ref.spec}' again")
+                        raise HubError(
+                            f"the server sent {f.path} from byte {start}, not {have}; run 'dlm pull {ref.spec}' again"
+                        )
                 elif status == 200:
                     if have:  # Range ignored: the body is the whole file, start over
                         progress.note(f"the server ignored the resume request for {f.path}; downloading it again")
@@ -448,8 +467,12 @@ def _stream(ref: ModelRef, commit: str, f: RemoteFile, blobs: Path, progress: Pu
                 failures += 1
                 if failures <= RETRIES:
                     continue
-            raise HubError(scrub(f"HTTP {exc.code} downloading {f.path} from {_host(location)}; "
-                                 f"run 'dlm pull {ref.spec}' again to resume")) from None
+            raise HubError(
+                scrub(
+                    f"HTTP {exc.code} downloading {f.path} from {_host(location)}; "
+                    f"run 'dlm pull {ref.spec}' again to resume"
+                )
+            ) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
                 raise HubError(
@@ -473,7 +496,9 @@ def _stream(ref: ModelRef, commit: str, f: RemoteFile, blobs: Path, progress: Pu
         raise HubError(f"{f.path}: got {have} bytes, expected {f.size}; run 'dlm pull {ref.spec}' again")
     if f.sha256 and hasher.hexdigest() != f.sha256:
         part.unlink(missing_ok=True)
-        raise HubError(f"{f.path} failed its sha256 check and was deleted; run 'dlm pull {ref.spec}' to download it again")
+        raise HubError(
+            f"{f.path} failed its sha256 check and was deleted; run 'dlm pull {ref.spec}' to download it again"
+        )
     os.replace(part, blob)
     _fsync_dir(blobs)
     return downloaded

@@ -75,14 +75,25 @@ def list_models() -> list[ModelRow]:
     """Bundled models, then the catalog (marked downloaded when pulled), then other pulled GGUFs."""
     rows: list[ModelRow] = []
     for name, path in bundled_models().items():
-        rows.append(ModelRow(name, "bundled", "bundled", size=path.stat().st_size, path=str(path), quant=quant_of(name)))
+        rows.append(
+            ModelRow(name, "bundled", "bundled", size=path.stat().st_size, path=str(path), quant=quant_of(name))
+        )
 
     local_by_repo = {repo: cache.local_groups(repo) for repo in cache.cached_repos()}
     shown: set[tuple[str, str]] = set()
     for entry in CATALOG:
-        row = ModelRow(entry.name, "catalog", "available", arch=entry.arch, quant=entry.quant,
-                       size=int(entry.size_gb * 1e9), approx=True, repo=entry.repo, license=entry.license,
-                       description=entry.description)
+        row = ModelRow(
+            entry.name,
+            "catalog",
+            "available",
+            arch=entry.arch,
+            quant=entry.quant,
+            size=int(entry.size_gb * 1e9),
+            approx=True,
+            repo=entry.repo,
+            license=entry.license,
+            description=entry.description,
+        )
         ref = parse_spec(entry.name)
         local = find_local(ref) if entry.repo in local_by_repo else None
         if local is not None:
@@ -102,14 +113,33 @@ def list_models() -> list[ModelRow]:
             if (repo, m.group.base) in shown:
                 continue
             shown.add((repo, m.group.base))
-            rows.append(ModelRow(display_name(repo, m.group), "hub", "downloaded",
-                                 arch=entry.arch if entry else None, quant=m.group.quant, size=m.size,
-                                 repo=repo, license=entry.license if entry else None, path=str(m.path)))
+            rows.append(
+                ModelRow(
+                    display_name(repo, m.group),
+                    "hub",
+                    "downloaded",
+                    arch=entry.arch if entry else None,
+                    quant=m.group.quant,
+                    size=m.size,
+                    repo=repo,
+                    license=entry.license if entry else None,
+                    path=str(m.path),
+                )
+            )
         for p in cache.pending_pulls(repo):
             if (repo, p.base) in shown:
                 continue
-            rows.append(ModelRow(p.spec, "hub", "partial", quant=quant_of(p.base), size=p.total, repo=repo,
-                                 progress=p.bytes_on_disk() / p.total if p.total else None))
+            rows.append(
+                ModelRow(
+                    p.spec,
+                    "hub",
+                    "partial",
+                    quant=quant_of(p.base),
+                    size=p.total,
+                    repo=repo,
+                    progress=p.bytes_on_disk() / p.total if p.total else None,
+                )
+            )
     return rows
 
 

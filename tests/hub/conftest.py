@@ -50,17 +50,23 @@ def files(tmp_path_factory) -> dict[str, bytes]:
 
 
 def populate(hub: FakeHub, f: dict[str, bytes]) -> None:
-    hub.add(LLADA, {
-        "README.md": b"# LLaDA GGUF\n",
-        "LLaDA-8B-Instruct.Q2_K.gguf": f["llada_q2"],
-        "LLaDA-8B-Instruct.Q4_K_M.gguf": f["llada_q4"],
-        "LLaDA-8B-Instruct.Q8_0.gguf": f["llada_q8"],
-    })
+    hub.add(
+        LLADA,
+        {
+            "README.md": b"# LLaDA GGUF\n",
+            "LLaDA-8B-Instruct.Q2_K.gguf": f["llada_q2"],
+            "LLaDA-8B-Instruct.Q4_K_M.gguf": f["llada_q4"],
+            "LLaDA-8B-Instruct.Q8_0.gguf": f["llada_q8"],
+        },
+    )
     hub.add(DREAM, {"Dream-org_Dream-v0-Instruct-7B-Q4_K_M.gguf": f["dream_q4"]})
-    hub.add(SHARDED, {
-        **{f"Model-Q4_K_M-0000{i}-of-00003.gguf": f[f"shard{i}"] for i in range(1, 4)},
-        "Model-Q8_0.gguf": f["llada_q8"],
-    })
+    hub.add(
+        SHARDED,
+        {
+            **{f"Model-Q4_K_M-0000{i}-of-00003.gguf": f[f"shard{i}"] for i in range(1, 4)},
+            "Model-Q8_0.gguf": f["llada_q8"],
+        },
+    )
     hub.add(FOLDERS, {f"Q4_K_M/Model-Q4_K_M-0000{i}-of-00002.gguf": f[f"fshard{i}"] for i in range(1, 3)})
     hub.add(GATED, {"Gated.Q4_K_M.gguf": f["llada_q2"]}, gated=True)
     hub.tokens[GATED] = {TOKEN}
@@ -81,8 +87,16 @@ def hub(files):
 @pytest.fixture
 def env(tmp_path, monkeypatch, hub) -> dict[str, str]:
     """An isolated HF home and dlm config pointed at the fake Hub; returns the variables set."""
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DLM_MODEL",
-                "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
+    for var in (
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "DLM_MODEL",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "XDG_CACHE_HOME",
+    ):
         monkeypatch.delenv(var, raising=False)
     values = {
         "HF_HOME": str(tmp_path / "hf"),
@@ -139,8 +153,13 @@ def subprocess_env(env: dict[str, str]) -> dict[str, str]:
 
 def spawn(env: dict[str, str], *args: str) -> subprocess.Popen:
     """`python -m dlmcli.hub ARGS` in a child process (so that a test can SIGKILL it)."""
-    return subprocess.Popen([sys.executable, "-m", "dlmcli.hub", *args], env=subprocess_env(env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlmcli.hub", *args],
+        env=subprocess_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def closed_port() -> int:

@@ -79,7 +79,11 @@ class Stats:
         return sum(self.served.values())
 
     def ranges(self, path: str) -> list[str | None]:
-        return [r.range for r in self.requests if r.path.startswith("/cdn/") and r.path.endswith("/" + path.rsplit("/", 1)[-1]) and r.method == "GET"]
+        return [
+            r.range
+            for r in self.requests
+            if r.path.startswith("/cdn/") and r.path.endswith("/" + path.rsplit("/", 1)[-1]) and r.method == "GET"
+        ]
 
     def count(self, prefix: str, method: str | None = None) -> int:
         return sum(1 for r in self.requests if r.path.startswith(prefix) and (method is None or r.method == method))
@@ -181,13 +185,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})})
 
     def _error(self, status: int, code: str, message: str, head: bool = False) -> None:
-        self._send(status, json.dumps({"error": message}).encode(),
-                   {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message}, head=head)
+        self._send(
+            status,
+            json.dumps({"error": message}).encode(),
+            {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message},
+            head=head,
+        )
 
     def _begin(self) -> tuple[str, dict] | None:
         parsed = urllib.parse.urlsplit(self.path)
-        self.req = Request(self.command, urllib.parse.unquote(parsed.path), self.headers.get("Range"),
-                           self.headers.get("Authorization"), self.headers.get("Host", ""))
+        self.req = Request(
+            self.command,
+            urllib.parse.unquote(parsed.path),
+            self.headers.get("Range"),
+            self.headers.get("Authorization"),
+            self.headers.get("Host", ""),
+        )
         n = self.fake._record(self.req)
         if n > MAX_REQUESTS:
             self._send(500, b"too many requests in one test")
@@ -251,13 +264,26 @@ class _Handler(BaseHTTPRequestHandler):
                 listing.append(entry)
             self._json(200, listing)
             return
-        self._json(200, {
-            "_id": repo.commit[:24], "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.repo_id.split("/")[0],
-            "sha": repo.commit, "private": repo.private, "gated": "manual" if repo.gated else False,
-            "disabled": False, "downloads": 0, "likes": 0, "tags": ["gguf"], "library_name": "gguf",
-            "lastModified": "2025-01-01T00:00:00.000Z", "createdAt": "2025-01-01T00:00:00.000Z",
-            "siblings": [repo.sibling(p) for p in sorted(repo.files)],
-        })
+        self._json(
+            200,
+            {
+                "_id": repo.commit[:24],
+                "id": repo.repo_id,
+                "modelId": repo.repo_id,
+                "author": repo.repo_id.split("/")[0],
+                "sha": repo.commit,
+                "private": repo.private,
+                "gated": "manual" if repo.gated else False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": ["gguf"],
+                "library_name": "gguf",
+                "lastModified": "2025-01-01T00:00:00.000Z",
+                "createdAt": "2025-01-01T00:00:00.000Z",
+                "siblings": [repo.sibling(p) for p in sorted(repo.files)],
+            },
+        )
 
     def _resolve(self, repo_id: str, rev: str, path: str, head: bool) -> None:
         repo = self._repo(repo_id, head)
@@ -266,7 +292,9 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization")
         if repo.gated and not self.fake._allowed(repo, auth):
             if auth:
-                self._error(403, "GatedRepo", "Access to this repo is restricted and you are not in the authorized list.", head)
+                self._error(
+                    403, "GatedRepo", "Access to this repo is restricted and you are not in the authorized list.", head
+                )
             else:
                 self._error(401, "GatedRepo", "Access to this repo is restricted. You must be authenticated.", head)
             return
@@ -282,8 +310,18 @@ class _Handler(BaseHTTPRequestHandler):
         if "lfs" in sib:
             sha = sib["lfs"]["sha256"]
             location = f"{self.fake.cdn}/cdn/{sha}/{urllib.parse.quote(path)}?expires=never"
-            self._send(302, b"", {**common, "Location": location, "X-Linked-Etag": f'"{sha}"',
-                                   "X-Linked-Size": len(data), "ETag": f'"{sib["blobId"]}"'}, head=head)
+            self._send(
+                302,
+                b"",
+                {
+                    **common,
+                    "Location": location,
+                    "X-Linked-Etag": f'"{sha}"',
+                    "X-Linked-Size": len(data),
+                    "ETag": f'"{sib["blobId"]}"',
+                },
+                head=head,
+            )
             return
         self._send(200, data, {**common, "ETag": f'"{sib["blobId"]}"'}, head=head)
 

@@ -72,4 +72,3 @@ def make_gguf(
 def gguf_bytes(tmp: Path, name: str, **kw) -> bytes:
     path = make_gguf(tmp / name, **kw)
     return path.read_bytes()
-

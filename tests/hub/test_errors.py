@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from dlmcli.errors import ModelError
-from dlmcli.hub import resolve_model
-from dlmcli.hub import download
+from dlmcli.hub import download, resolve_model
 
 from .conftest import BIG, GATED, LLADA, NOGGUF, PARTS, TOKEN, cache_repo, closed_port
 
@@ -33,15 +32,19 @@ def nothing_linked(env, repo) -> bool:
 def test_gated_without_token(env, hub, cli):
     r = cli("pull", GATED)
     assert r.exit_code == 1
-    assert error_line(r) == (f"Error: {GATED} is gated: accept its terms at {hub.url}/{GATED}, "
-                             "then set HF_TOKEN (or run 'hf auth login')")
+    assert error_line(r) == (
+        f"Error: {GATED} is gated: accept its terms at {hub.url}/{GATED}, then set HF_TOKEN (or run 'hf auth login')"
+    )
     assert nothing_linked(env, GATED)
 
 
 def test_gated_with_a_token_without_access(env, hub, cli, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_someoneelse_000000000000")
     r = cli("pull", GATED)
-    assert error_line(r) == f"Error: {GATED} is gated and your HF_TOKEN has no access; accept its terms at {hub.url}/{GATED}"
+    assert (
+        error_line(r)
+        == f"Error: {GATED} is gated and your HF_TOKEN has no access; accept its terms at {hub.url}/{GATED}"
+    )
     assert "hf_someoneelse" not in r.all
 
 
@@ -54,15 +57,19 @@ def test_gated_with_access_works(env, hub, cli, monkeypatch):
 
 def test_missing_repo(env, hub, cli):
     r = cli("pull", "nobody/Nothing-GGUF")
-    assert error_line(r) == (f"Error: repo nobody/Nothing-GGUF not found on {hub.url} "
-                             "(check the name, or set HF_TOKEN if it is private)")
+    assert error_line(r) == (
+        f"Error: repo nobody/Nothing-GGUF not found on {hub.url} (check the name, or set HF_TOKEN if it is private)"
+    )
     assert not cache_repo(env, "nobody/Nothing-GGUF").exists()
 
 
-@pytest.mark.parametrize(("repo", "message"), [
-    (PARTS, f"Error: {PARTS} only has GGUFs split into .partXofY pieces"),
-    (NOGGUF, f"Error: {NOGGUF} has no GGUF files"),
-])
+@pytest.mark.parametrize(
+    ("repo", "message"),
+    [
+        (PARTS, f"Error: {PARTS} only has GGUFs split into .partXofY pieces"),
+        (NOGGUF, f"Error: {NOGGUF} has no GGUF files"),
+    ],
+)
 def test_repos_without_a_usable_gguf(env, hub, cli, repo, message):
     assert error_line(cli("pull", repo)).startswith(message)
 
@@ -73,7 +80,8 @@ def test_no_network(env, hub, cli, monkeypatch):
     r = cli("pull", "llada-8b-instruct")
     line = error_line(r)
     assert line.startswith(f"Error: cannot reach {url} (") and line.endswith(
-        "check the network, or set HF_HUB_OFFLINE=1 to use downloaded models only")
+        "check the network, or set HF_HUB_OFFLINE=1 to use downloaded models only"
+    )
 
 
 def test_not_enough_space_is_caught_before_downloading(env, hub, cli, monkeypatch):
@@ -115,11 +123,17 @@ def small_disk(request, env, tmp_path, monkeypatch):
     home.mkdir(parents=True)
     mounted = False
     if request.param == "tmpfs":
-        mounted = os.geteuid() == 0 and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(home)], capture_output=True).returncode == 0
+        mounted = (
+            os.geteuid() == 0
+            and subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(home)], capture_output=True
+            ).returncode
+            == 0
+        )
         if not mounted:
             pytest.skip("cannot mount a tmpfs here (not root?); the injected variant covers ENOSPC")
     if mounted:
+
         def grow():
             subprocess.run(["mount", "-o", "remount,size=16m", str(home)], check=True)
     else:
@@ -133,6 +147,7 @@ def small_disk(request, env, tmp_path, monkeypatch):
 
         def grow():
             monkeypatch.delattr(download, "open", raising=False)
+
     # the free-space check before downloading would refuse; this is about running out midway
     monkeypatch.setattr(download, "_free_bytes", lambda path: 1 << 40)
     yield grow
@@ -144,7 +159,8 @@ def test_disk_full_midway_then_resume(env, hub, cli, small_disk, files):
     r = cli("pull", BIG)
     line = error_line(r)
     assert line.startswith(f"Error: disk full while writing {BIG_FILE} (") and line.endswith(
-        f"free some space and run 'dlm pull {BIG}' to resume")
+        f"free some space and run 'dlm pull {BIG}' to resume"
+    )
     repo = cache_repo(env, BIG)
     parts = list((repo / "blobs").glob("*.incomplete"))
     assert len(parts) == 1 and 0 < parts[0].stat().st_size < len(files["big"])
@@ -164,23 +180,34 @@ def test_disk_full_midway_then_resume(env, hub, cli, small_disk, files):
 
 
 def test_another_pull_of_the_same_file_is_refused(env, hub, cli, files):
-    from filelock import FileLock
     import hashlib
+
+    from filelock import FileLock
 
     sha = hashlib.sha256(files["llada_q4"]).hexdigest()
     lock = Path(env["HF_HOME"]) / "hub" / ".locks" / cache_repo(env, LLADA).name / f"{sha}.lock"
     lock.parent.mkdir(parents=True)
     with FileLock(str(lock)):
         r = cli("pull", "llada-8b-instruct")
-    assert error_line(r) == ("Error: another process is downloading LLaDA-8B-Instruct.Q4_K_M.gguf; wait for it to "
-                             "finish, then run 'dlm pull llada-8b-instruct'")
+    assert error_line(r) == (
+        "Error: another process is downloading LLaDA-8B-Instruct.Q4_K_M.gguf; wait for it to "
+        "finish, then run 'dlm pull llada-8b-instruct'"
+    )
 
 
 def test_token_never_shown(env, hub, cli, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     outputs = []
-    for args in (["pull", GATED], ["pull", "llada-8b-instruct"], ["models"], ["info", GATED], ["info", GATED, "--json"],
-                 ["pull", "nobody/Nothing-GGUF"], ["pull", "llada-8b-instruct:Q5_K_S"], ["rm", "-y", GATED]):
+    for args in (
+        ["pull", GATED],
+        ["pull", "llada-8b-instruct"],
+        ["models"],
+        ["info", GATED],
+        ["info", GATED, "--json"],
+        ["pull", "nobody/Nothing-GGUF"],
+        ["pull", "llada-8b-instruct:Q5_K_S"],
+        ["rm", "-y", GATED],
+    ):
         outputs.append(cli(*args).all)
     hub.corrupt.add("Gated.Q4_K_M.gguf")
     outputs.append(cli("pull", GATED).all)

@@ -35,7 +35,10 @@ def test_dream_moe_and_no_template(tmp_path):
 def test_quant_from_tensors_when_file_type_is_missing(tmp_path):
     w = gguf.GGUFWriter(str(tmp_path / "x.gguf"), "llada")
     w.add_tensor("a.weight", np.zeros((4, 8), dtype=np.float16))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     assert read_info(tmp_path / "x.gguf").quant == "F16"
 
 
@@ -47,7 +50,10 @@ def test_big_vocab_is_skipped_not_read(tmp_path):
     w.add_token_list(tokens)
     w.add_uint32("tokenizer.ggml.mask_token_id", 126_336)
     w.add_tensor("a.weight", np.zeros((2, 2), dtype=np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     t = time.perf_counter()
     info = read_info(tmp_path / "v.gguf")
     assert time.perf_counter() - t < 1.0

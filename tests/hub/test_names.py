@@ -8,8 +8,15 @@ from dlmcli.errors import HubError, ModelError
 from dlmcli.hub import CATALOG, catalog_entry_for, family_defaults, parse_spec
 from dlmcli.hub.files import quant_of, select_group
 
-REQUIRED = ["llada-8b-instruct", "llada-8b-base", "llada-1.5", "llada-moe-7b-a1b-instruct", "dream-7b-instruct",
-            "dream-coder-7b-instruct", "rnd1-30b-a3b-base"]
+REQUIRED = [
+    "llada-8b-instruct",
+    "llada-8b-base",
+    "llada-1.5",
+    "llada-moe-7b-a1b-instruct",
+    "dream-7b-instruct",
+    "dream-coder-7b-instruct",
+    "rnd1-30b-a3b-base",
+]
 
 
 def test_parse_paths(tmp_path, monkeypatch):
@@ -139,10 +146,18 @@ def test_catalog_entry_for_and_family_defaults(tmp_path):
     assert catalog_entry_for(str(tmp_path / "x.gguf")) is None
     llada = catalog_entry_for("llada-8b-instruct").defaults
     assert (llada["schedule"], llada["block_length"], llada["algorithm"], llada["temperature"]) == (
-        "block", 32, "low_confidence", 0.0)
+        "block",
+        32,
+        "low_confidence",
+        0.0,
+    )
     dream = family_defaults("dream")
     assert (dream["schedule"], dream["algorithm"], dream["temperature"], dream["top_p"]) == (
-        "timestep", "entropy", 0.2, 0.95)
+        "timestep",
+        "entropy",
+        0.2,
+        0.95,
+    )
     assert family_defaults("gpt2") == {}
     dream["temperature"] = 9  # a copy: the catalog is not changed
     assert family_defaults("dream")["temperature"] == 0.2

@@ -24,8 +24,15 @@ def rows(cli) -> dict[str, dict]:
 def test_fresh_install_lists_the_catalog_without_network(env, hub, cli):
     r = cli("models")
     assert r.exit_code == 0
-    for name in ("llada-8b-instruct", "llada-8b-base", "llada-1.5", "llada-moe-7b-a1b-instruct",
-                 "dream-7b-instruct", "dream-coder-7b-instruct", "rnd1-30b-a3b-base"):
+    for name in (
+        "llada-8b-instruct",
+        "llada-8b-base",
+        "llada-1.5",
+        "llada-moe-7b-a1b-instruct",
+        "dream-7b-instruct",
+        "dream-coder-7b-instruct",
+        "rnd1-30b-a3b-base",
+    ):
         assert name in r.stdout
     assert "default model: tiny-llada" in r.stderr
     assert hub.stats.requests == []
@@ -41,14 +48,27 @@ def test_pull_models_info_rm(env, hub, cli, files):
     assert str(path).startswith(str(Path(env["HF_HOME"]) / "hub" / "models--mradermacher--LLaDA-8B-Instruct-GGUF"))
     # one API call, one HEAD, one download; the bytes exactly once
     assert [(q.method, q.path.split("/")[1]) for q in hub.stats.requests] == [
-        ("GET", "api"), ("HEAD", "mradermacher"), ("GET", "cdn")]
+        ("GET", "api"),
+        ("HEAD", "mradermacher"),
+        ("GET", "cdn"),
+    ]
     assert hub.stats.served_total() == len(files["llada_q4"])
 
     row = rows(cli)["llada-8b-instruct"]
-    assert (row["status"], row["size"], row["path"], row["approx"]) == ("downloaded", len(files["llada_q4"]), str(path), False)
+    assert (row["status"], row["size"], row["path"], row["approx"]) == (
+        "downloaded",
+        len(files["llada_q4"]),
+        str(path),
+        False,
+    )
 
     info = json.loads(cli("info", "llada-8b-instruct", "--json").stdout)
-    assert (info["architecture"], info["quant"], info["mask_token_id"], info["chat_template"]) == ("llada", "Q4_K_M", 90, True)
+    assert (info["architecture"], info["quant"], info["mask_token_id"], info["chat_template"]) == (
+        "llada",
+        "Q4_K_M",
+        90,
+        True,
+    )
     assert info["catalog"]["defaults"]["block_length"] == 32
     assert resolve_model("llada-8b-instruct") == path
 
@@ -89,8 +109,7 @@ def test_quant_resolution(env, hub, cli, files):
 def test_missing_quant_lists_what_exists(env, hub, cli):
     r = cli("pull", "llada-8b-instruct:Q5_K_S")
     assert r.exit_code == 1
-    assert r.stderr.strip().splitlines()[-1] == (
-        f"Error: no Q5_K_S GGUF in {LLADA}; available: Q2_K, Q4_K_M, Q8_0")
+    assert r.stderr.strip().splitlines()[-1] == (f"Error: no Q5_K_S GGUF in {LLADA}; available: Q2_K, Q4_K_M, Q8_0")
     assert hub.stats.count("/cdn") == 0 and not (cache_repo(env, LLADA) / "blobs").exists()
 
 
@@ -144,8 +163,9 @@ def test_downloaded_models_survive_a_dead_network(env, hub, cli, monkeypatch):
 def test_generate_hint_and_pull_on_demand(env, hub):
     with pytest.raises(ModelError) as err:
         resolve_model("dream-7b-instruct")
-    assert str(err.value) == ("model dream-7b-instruct is not downloaded; run 'dlm pull dream-7b-instruct' "
-                              "or pass --pull")
+    assert str(err.value) == (
+        "model dream-7b-instruct is not downloaded; run 'dlm pull dream-7b-instruct' or pass --pull"
+    )
     assert hub.stats.requests == []  # resolving never goes to the network by itself
     path = resolve_model("dream-7b-instruct", allow_pull=True, progress=PullProgress())
     assert path.name.endswith("Q4_K_M.gguf") and path.is_file()

@@ -95,7 +95,7 @@ def test_kill_during_second_shard(env, hub, cli, files):
     assert hub.stats.served[names[1]] == len(shard[1]) - kept
     assert hub.stats.served[names[2]] == len(shard[2])
     first = Path(r.stdout.strip())
-    for name, data in zip(names, shard):
+    for name, data in zip(names, shard, strict=True):
         assert sha((first.parent / name).read_bytes()) == sha(data)
 
 
