@@ -36,6 +36,10 @@ RETRY_WAIT_S = 1.0  # doubled after each retry
 _T = TypeVar("_T")
 
 
+class HubUnreachable(HubError):
+    """The Hub could not be reached at all (no network, DNS, refused, timed out)."""
+
+
 class PullInterrupted(HubError):
     """Ctrl-C during a pull; what was downloaded stays for the next pull."""
 
@@ -162,7 +166,7 @@ def _hub_error(exc: Exception, repo: str, spec: str) -> HubError | None:
             )
         return HubError(f"{endpoint()} answered HTTP {status} for {repo}; try again later")
     if _is_network_error(exc):
-        return HubError(_network_message(exc, spec))
+        return HubUnreachable(_network_message(exc, spec))
     return None
 
 
@@ -269,8 +273,8 @@ def pull(ref: ModelRef, *, progress: PullProgress | None = None, revision: str =
     try:
         plan = plan_pull(ref, revision)
     except HubError as exc:
-        local = find_local(ref)
-        if local is not None and str(exc).startswith("cannot reach"):
+        local = find_local(ref) if isinstance(exc, HubUnreachable) else None
+        if local is not None:
             progress.note(f"{exc}; using the downloaded copy of {ref.spec}")
             return PullResult(local, checked_remote=False, files=list(local.group.files))
         raise
@@ -285,30 +289,34 @@ def pull(ref: ModelRef, *, progress: PullProgress | None = None, revision: str =
     on_disk = total - sum(f.size - _partial_size(blobs, f) for f in todo)
     downloaded = 0
     if todo:
-        need = total - on_disk
-        free = _free_bytes(blobs)
-        if need > free:
-            raise HubError(
-                f"not enough disk space for {ref.spec}: needs {human_bytes(need)} more, {human_bytes(free)} free "
-                f"in {blobs}; free some space (dlm rm ...) or point HF_HOME at a bigger disk"
-            )
-        cache.write_pending(
-            ref.repo, ref.spec, plan.base, [{"path": f.path, "etag": f.etag, "size": f.size} for f in plan.files]
-        )
-        if on_disk:
-            progress.note(f"resuming {ref.spec}: {human_bytes(on_disk)} of {human_bytes(total)} already on disk")
-        progress.begin(ref.spec, total, on_disk)
         try:
-            for f in todo:
-                downloaded += _fetch_blob(ref, plan.commit, f, blobs, progress)
-        except KeyboardInterrupt:
-            kept = sum(f.size if _blob_ok(blobs / f.etag, f.size) else _partial_size(blobs, f) for f in plan.files)
-            raise PullInterrupted(
-                f"pull interrupted; {human_bytes(kept)} of {human_bytes(total)} kept, "
-                f"run 'dlm pull {ref.spec}' to resume"
-            ) from None
-        finally:
-            progress.end()
+            need = total - on_disk
+            free = _free_bytes(blobs)
+            if need > free:
+                raise HubError(
+                    f"not enough disk space for {ref.spec}: needs {human_bytes(need)} more, {human_bytes(free)} "
+                    f"free in {blobs}; free some space (dlm rm ...) or point HF_HOME at a bigger disk"
+                )
+            cache.write_pending(
+                ref.repo, ref.spec, plan.base, [{"path": f.path, "etag": f.etag, "size": f.size} for f in plan.files]
+            )
+            if on_disk:
+                progress.note(f"resuming {ref.spec}: {human_bytes(on_disk)} of {human_bytes(total)} already on disk")
+            progress.begin(ref.spec, total, on_disk)
+            try:
+                for f in todo:
+                    downloaded += _fetch_blob(ref, plan.commit, f, blobs, progress)
+            except KeyboardInterrupt:
+                kept = sum(f.size if _blob_ok(blobs / f.etag, f.size) else _partial_size(blobs, f) for f in plan.files)
+                raise PullInterrupted(
+                    f"pull interrupted; {human_bytes(kept)} of {human_bytes(total)} kept, "
+                    f"run 'dlm pull {ref.spec}' to resume"
+                ) from None
+            finally:
+                progress.end()
+        except BaseException:
+            _forget_if_nothing_kept(ref.repo, plan, blobs)
+            raise
 
     for f in plan.files:
         cache.link_into_snapshot(blobs / f.etag, snapshot, f.path)
@@ -318,6 +326,20 @@ def pull(ref: ModelRef, *, progress: PullProgress | None = None, revision: str =
     group = GGUFGroup(tuple(f.path for f in plan.files), plan.base)
     model = cache.LocalModel(ref.repo, plan.commit, group, snapshot)
     return PullResult(model, downloaded=downloaded, reused=on_disk, files=list(group.files))
+
+
+def _forget_if_nothing_kept(repo: str, plan: RemotePlan, blobs: Path) -> None:
+    """After a failed pull with not one byte on disk (gated, refused, no space), leave no trace: no pending
+    note that `dlm models` would show as a 0% download, no empty folders."""
+    if any(_blob_ok(blobs / f.etag, f.size) or _partial_size(blobs, f) for f in plan.files):
+        return
+    cache.clear_pending(repo, plan.base)
+    folder = cache.repo_folder(repo)
+    for d in (folder / ".dlm" / "pending", folder / ".dlm", blobs, folder):
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            pass
 
 
 def _blob_ok(blob: Path, size: int) -> bool:
@@ -405,6 +427,8 @@ def _stream(ref: ModelRef, commit: str, f: RemoteFile, blobs: Path, progress: Pu
     progress.file(f.path, f.size, have)
     hasher = hashlib.sha256()
     if have:
+        if have > 1 << 30:
+            progress.note(f"checking the {human_bytes(have)} of {f.path} already on disk")
         with open(part, "rb") as fh:  # the hash must cover every byte, including those from earlier runs
             while chunk := fh.read(CHUNK):
                 hasher.update(chunk)

@@ -35,7 +35,8 @@ def test_gated_without_token(env, hub, cli):
     assert error_line(r) == (
         f"Error: {GATED} is gated: accept its terms at {hub.url}/{GATED}, then set HF_TOKEN (or run 'hf auth login')"
     )
-    assert nothing_linked(env, GATED)
+    assert not cache_repo(env, GATED).exists()  # no trace, and nothing `dlm models` would list as partial
+    assert GATED not in cli("models").stdout
 
 
 def test_gated_with_a_token_without_access(env, hub, cli, monkeypatch):

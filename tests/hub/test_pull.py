@@ -193,8 +193,7 @@ def test_checksums_are_verified(env, hub, cli):
     r = cli("pull", "llada-8b-instruct")
     assert r.exit_code == 1
     assert "Error: LLaDA-8B-Instruct.Q4_K_M.gguf failed its sha256 check and was deleted" in r.stderr
-    blobs = cache_repo(env, LLADA) / "blobs"
-    assert list(blobs.iterdir()) == [] and not (cache_repo(env, LLADA) / "snapshots").exists()
+    assert not cache_repo(env, LLADA).exists()  # the bad bytes are gone and nothing else was left
     hub.corrupt.clear()
     assert cli("pull", "llada-8b-instruct", "-q").exit_code == 0
 
@@ -232,3 +231,22 @@ def test_local_files_and_bundled_need_no_pull(tmp_path, env, hub, cli, monkeypat
     r = cli("rm", "m")
     assert r.exit_code == 1 and "is bundled with dlm" in r.stderr
     assert rows(cli)["m"]["status"] == "bundled"
+
+
+def test_the_cache_is_the_standard_one(env, hub, cli, files):
+    """huggingface_hub reads what dlm pulled, and dlm uses what huggingface_hub downloaded."""
+    import huggingface_hub
+
+    cache_dir = Path(env["HF_HOME"]) / "hub"
+    path = Path(cli("pull", "llada-8b-instruct", "-q").stdout.strip())
+    found = huggingface_hub.try_to_load_from_cache(LLADA, "LLaDA-8B-Instruct.Q4_K_M.gguf", cache_dir=cache_dir)
+    assert Path(found) == path
+    info = huggingface_hub.scan_cache_dir(cache_dir)
+    assert info.warnings == [] and [r.repo_id for r in info.repos] == [LLADA]
+    assert next(iter(info.repos)).size_on_disk == len(files["llada_q4"])
+
+    got = huggingface_hub.hf_hub_download(
+        DREAM, "Dream-org_Dream-v0-Instruct-7B-Q4_K_M.gguf", cache_dir=cache_dir, endpoint=hub.url
+    )
+    assert resolve_model("dream-7b-instruct") == Path(got)
+    assert rows(cli)["dream-7b-instruct"]["status"] == "downloaded"
