@@ -102,7 +102,7 @@ def list_models() -> list[ModelRow]:
         else:
             pending = pending_for(ref) if entry.repo in local_by_repo else None
             if pending is not None and pending.total:
-                row.status = "partial"
+                row.status, row.size, row.approx = "partial", pending.total, False
                 row.progress = pending.bytes_on_disk() / pending.total
                 shown.add((entry.repo, pending.base))
         rows.append(row)
