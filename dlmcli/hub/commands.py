@@ -170,8 +170,8 @@ def rm(
     ref = parse_spec(model)
     if not yes and sys.stdin.isatty() and ref.kind == "hub":
         local = find_local(ref)
-        what = f"{model} ({human_bytes(local.size)})" if local else model
-        typer.confirm(f"Remove {what}?", abort=True, err=True)
+        if local is not None:  # otherwise remove() explains what there is (or is not) to remove
+            typer.confirm(f"Remove {model} ({human_bytes(local.size)})?", abort=True, err=True)
     removed = remove(model)
     _err().print(f"removed {model}: {len(removed.files)} file(s), {human_bytes(removed.freed)} freed")
 

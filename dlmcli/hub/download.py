@@ -437,6 +437,7 @@ def _stream(ref: ModelRef, commit: str, f: RemoteFile, blobs: Path, progress: Pu
     opener = urllib.request.build_opener(_NoAuthAcrossHosts())
     downloaded = 0
     failures = 0
+    refreshed = False
     while have < f.size:
         headers = _request_headers(location)
         if have:
@@ -461,7 +462,7 @@ def _stream(ref: ModelRef, commit: str, f: RemoteFile, blobs: Path, progress: Pu
                     out.seek(have)
                     out.truncate()
                     while have < f.size:
-                        chunk = resp.read1(CHUNK)
+                        chunk = resp.read1(min(CHUNK, f.size - have))  # never past the expected size
                         if not chunk:
                             break
                         view = memoryview(chunk)
@@ -480,8 +481,8 @@ def _stream(ref: ModelRef, commit: str, f: RemoteFile, blobs: Path, progress: Pu
         except HubError:
             raise
         except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403, 410) and failures == 0:  # expired signed URL: ask for a fresh one
-                failures += 1
+            if exc.code in (401, 403, 410) and not refreshed:  # expired signed URL: ask for a fresh one
+                refreshed = True
                 location = _file_location(ref, commit, f)
                 continue
             if exc.code == 416 and have:  # the server thinks our partial file is wrong: restart it

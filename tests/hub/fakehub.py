@@ -102,6 +102,7 @@ class FakeHub:
         self.corrupt: set[str] = set()
         self.drop_after: dict[str, int] = {}
         self.ignore_range = False
+        self.expire_once: set[str] = set()  # paths whose first CDN GET answers 403, like an expired signed URL
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -334,6 +335,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"no such object", head=head)
             return
         self.req.file = path
+        if path in self.fake.expire_once and not head:
+            self.fake.expire_once.discard(path)
+            self._send(403, b"Request has expired")
+            return
         if path in self.fake.corrupt:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         start = 0

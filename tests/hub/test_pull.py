@@ -250,3 +250,11 @@ def test_the_cache_is_the_standard_one(env, hub, cli, files):
     )
     assert resolve_model("dream-7b-instruct") == Path(got)
     assert rows(cli)["dream-7b-instruct"]["status"] == "downloaded"
+
+
+def test_expired_download_url_is_renewed(env, hub, cli, files):
+    hub.expire_once.add("LLaDA-8B-Instruct.Q4_K_M.gguf")
+    r = cli("pull", "llada-8b-instruct", "-q")
+    assert r.exit_code == 0, r.all
+    assert hub.stats.count("/mradermacher", "HEAD") == 2  # asked the Hub for a fresh location once
+    assert Path(r.stdout.strip()).read_bytes() == files["llada_q4"]
