@@ -7,7 +7,7 @@ and the ones inferred from the uploader's naming).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -56,7 +56,7 @@ def family_defaults(arch: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    """One curated model. ``defaults`` is what the generation layer should start from."""
+    """One curated model. ``defaults`` (a fresh plain dict each time) is what generation should start from."""
 
     name: str  # short name, e.g. "llada-8b-instruct"
     repo: str  # Hub repo id, owner/name
@@ -66,7 +66,12 @@ class CatalogEntry:
     size_gb: float  # approximate download size of the default quant, in GB (10^9 bytes)
     description: str
     chat: bool  # instruct model with a chat template in the GGUF
-    defaults: Mapping[str, Any] = field(default_factory=dict)
+    default_items: tuple[tuple[str, Any], ...] = ()  # stored immutably; read them through ``defaults``
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """gen_length, steps, block_length, schedule, algorithm, temperature, top_p... as plain values."""
+        return dict(self.default_items)
 
     @property
     def family(self) -> str:
@@ -82,13 +87,13 @@ class CatalogEntry:
             "size_gb": self.size_gb,
             "description": self.description,
             "chat": self.chat,
-            "defaults": dict(self.defaults),
+            "defaults": self.defaults,
         }
 
 
 def _entry(name, repo, quant, arch, license, size_gb, description, chat, **overrides) -> CatalogEntry:
     defaults = {**FAMILY_DEFAULTS[arch], **overrides}
-    return CatalogEntry(name, repo, quant, arch, license, size_gb, description, chat, MappingProxyType(defaults))
+    return CatalogEntry(name, repo, quant, arch, license, size_gb, description, chat, tuple(defaults.items()))
 
 
 CATALOG: tuple[CatalogEntry, ...] = (

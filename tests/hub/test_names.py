@@ -165,3 +165,11 @@ def test_catalog_entry_for_and_family_defaults(tmp_path):
 
 def test_catalog_repo_case_is_canonical():
     assert parse_spec("MRADERMACHER/llada-8b-instruct-gguf").repo == "mradermacher/LLaDA-8B-Instruct-GGUF"
+
+
+def test_entry_defaults_are_plain_dicts_that_cannot_change_the_catalog():
+    entry = catalog_entry_for("llada-8b-instruct")
+    d = entry.defaults
+    assert type(d) is dict
+    d["steps"] = 1
+    assert catalog_entry_for("llada-8b-instruct").defaults["steps"] == 128
