@@ -8,45 +8,10 @@ and the ones inferred from the uploader's naming).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Mapping
 
-# Per-family generation defaults, as the model authors recommend them. Plain values so the generation layer
-# can read them without importing anything from here; flags override them.
-_LLADA = {
-    "gen_length": 128,
-    "steps": 128,  # one token per step: steps = gen_length
-    "block_length": 32,
-    "schedule": "block",  # semi-autoregressive blocks, left to right
-    "algorithm": "low_confidence",  # remask the least confident predictions
-    "temperature": 0.0,
-}
-_DREAM = {
-    "gen_length": 256,
-    "steps": 256,
-    "schedule": "timestep",  # one block, timesteps from 1 down to eps
-    "eps": 1e-3,
-    "algorithm": "entropy",
-    "temperature": 0.2,
-    "top_p": 0.95,
-}
-_RND1 = {
-    "gen_length": 256,
-    "steps": 256,
-    "schedule": "timestep",
-    "eps": 1e-3,
-    "algorithm": "entropy",
-    "temperature": 0.2,  # the authors suggest 0.01-0.5
-}
-
-FAMILY_DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
-    {
-        "llada": MappingProxyType(_LLADA),
-        "llada-moe": MappingProxyType(_LLADA),
-        "dream": MappingProxyType(_DREAM),
-        "rnd1": MappingProxyType(_RND1),
-    }
-)
+# Per-family generation defaults live in dlmcli.defaults (one table for the whole program).
+from ..defaults import FAMILY_DEFAULTS  # noqa: E402
 
 
 def family_defaults(arch: str) -> dict[str, Any]:

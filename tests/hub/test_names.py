@@ -148,7 +148,7 @@ def test_catalog_entry_for_and_family_defaults(tmp_path):
     assert (llada["schedule"], llada["block_length"], llada["algorithm"], llada["temperature"]) == (
         "block",
         32,
-        "low_confidence",
+        "low-confidence",
         0.0,
     )
     dream = family_defaults("dream")
