@@ -139,21 +139,45 @@ def generate(
     overrides = dict(gen_length=gen_length, steps=steps, block_length=block_length, schedule=schedule,
                      algorithm=algorithm, alg_temp=alg_temp, temperature=temperature, top_k=top_k, top_p=top_p,
                      cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
-    with open_model(model, ngl, threads, verbose, pull) as m:
-        params = m.params(**overrides)
-        gen = m.denoise(text, system=system, raw=raw, params=params)
-        sinks = _sinks(m, gen, text, visual, delay=delay, trace=trace)
-        try:
-            for step in gen:
+    writer = _trace_writer(trace)  # a bad --trace path fails here, before the model loads
+    try:
+        with open_model(model, ngl, threads, verbose, pull) as m:
+            params = m.params(**overrides)
+            gen = m.denoise(text, system=system, raw=raw, params=params)
+            sinks = _sinks(m, gen, text, visual, delay=delay, trace=writer)
+            try:
+                for step in gen:
+                    for s in sinks:
+                        s.step(step)
+                result = gen.result()
                 for s in sinks:
-                    s.step(step)
-            result = gen.result()
-            for s in sinks:
-                s.finish(result)
-        finally:
-            for s in sinks:
-                s.close()
+                    s.finish(result)
+            finally:
+                _close_all(sinks)
+    finally:
+        if writer is not None:
+            writer.close()
     _emit(result, json_out, verbose)
+
+
+def _trace_writer(trace):
+    if trace is None:
+        return None
+    from .render.trace import TraceWriter
+
+    return TraceWriter(trace)
+
+
+def _close_all(sinks) -> None:
+    """Close every sink even if one fails (the live view must always give the terminal back)."""
+    error = None
+    for s in sinks:
+        try:
+            s.close()
+        except BaseException as e:  # noqa: BLE001 (re-raised below)
+            error = error or e
+    if error is not None:
+        raise error
 
 
 def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0.0,
@@ -168,10 +192,8 @@ def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0
         eog_ids=m.vocab_info.eog_ids, fixed=tuple(fixed),
     )
     sinks = []
-    if trace is not None:
-        from .render.trace import TraceWriter
-
-        sinks.append(TraceWriter(trace))
+    if trace is not None:  # a path, or a TraceWriter opened early by the caller
+        sinks.append(_trace_writer(trace) if isinstance(trace, (str, os.PathLike)) else trace)
     if visual is None:
         visual = sys.stderr.isatty()
     if visual:
@@ -182,8 +204,14 @@ def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0
         from .render.live import Pause
 
         sinks.append(Pause(delay))
-    for s in sinks:
-        s.start(info)
+    started = []
+    try:
+        for s in sinks:
+            s.start(info)
+            started.append(s)
+    except BaseException:
+        _close_all(started)
+        raise
     return sinks
 
 
