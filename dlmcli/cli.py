@@ -231,8 +231,12 @@ def _register_extensions() -> None:
     try:
         from .hub.commands import register
     except ImportError:
-        return
-    register(app)
+        pass
+    else:
+        register(app)
+    from .render.commands import register as register_render
+
+    register_render(app)
 
 
 def main() -> None:
