@@ -159,7 +159,8 @@ class Frame:
             parts = [] if self.final else [f"block {self.block + 1}/{n_blocks}"]
             if self.final:
                 parts.append(f"{self.step} step{'s' if self.step != 1 else ''}")
-            parts.append(f"{self.masks_left} mask{'s' if self.masks_left != 1 else ''} left")
+            if self.masks_left or not self.final:
+                parts.append(f"{self.masks_left} mask{'s' if self.masks_left != 1 else ''} left")
             if self.tokens_per_s is not None:
                 parts.append(f"{self.tokens_per_s:.0f} tok/s")
             parts.append(f"{self.elapsed:.1f}s")
@@ -201,7 +202,11 @@ class ViewState:
         self.algorithm = str(info.params.get("algorithm", "low-confidence"))
         self.mask_id = info.mask_id
         self.eog = info.eog_ids
-        self.n_blocks = 1
+        p = info.params
+        if p.get("schedule", "block") == "block" and region:  # as the engine will split it
+            self.n_blocks = -(-region // max(1, min(int(p.get("block_length") or region), region)))
+        else:
+            self.n_blocks = 1
         self.block = -1
         self.block_start = info.gen_start
         self.step_count = 0
