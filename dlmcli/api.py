@@ -141,8 +141,8 @@ class Model:
             )
         mask = self.runtime.mask_id
         if mask < 0:
-            raise ModelError(f"{self.name} has no mask token (tokenizer.ggml.mask_token_id); it cannot be "
-                             f"used for diffusion")
+            raise ModelError(f"{self.name} has no usable mask token (tokenizer.ggml.mask_token_id is missing "
+                             f"or outside the vocabulary); it cannot be used for diffusion")
         if mask >= m.n_vocab:
             raise ModelError(f"{self.name} declares mask token {mask}, outside its vocabulary of {m.n_vocab}")
         shift_raw = m.meta("diffusion.shift_logits")
