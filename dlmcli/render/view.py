@@ -30,11 +30,12 @@ LEVELS = 16  # confidence colours are quantised to this many shades
 
 
 @lru_cache(maxsize=None)
-def conf_style(level: int, new: bool) -> Style:
+def conf_style(level: int, new: bool, quiet: bool = False) -> Style:
+    """Colour of a committed token; QUIET (end-of-generation padding) is dimmed once it is old."""
     rgb = confidence_rgb(level / (LEVELS - 1))
     if new:  # committed at this very step: the confidence colour as a background
         return Style(color="black", bgcolor=Color.from_rgb(*rgb), bold=True)
-    return Style(color=Color.from_rgb(*rgb))
+    return Style(color=Color.from_rgb(*rgb), dim=quiet)
 
 
 def _level(u: float) -> int:
@@ -264,7 +265,7 @@ class ViewState:
             elif math.isnan(u):
                 style = FILLED if self.commit_step[i] >= 0 else Style()
             else:
-                style = conf_style(_level(u), bool(self.new[i]) and not final)
+                style = conf_style(_level(u), bool(self.new[i]) and not final, tok in self.eog)
             text.append(glyph, style)
         return text, anchor
 
