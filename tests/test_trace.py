@@ -244,3 +244,39 @@ def test_replay_writes_pictures(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"" and r.stderr.decode().splitlines() == [f"Wrote {svg}", f"Wrote {page}"]
     assert svg.read_text().startswith("<?xml") and page.read_text().startswith("<!doctype html>")
+
+
+def test_delay_without_the_view_still_paces_the_run(gguf_dir):
+    import time
+
+    args = ["generate", "-m", gguf_dir / "llada.gguf", "-n", "8", "--block-length", "8", "reverse abc"]
+    t0 = time.perf_counter()
+    fast = run_dlm(*args)
+    t_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    slow = run_dlm(*args, "--delay", "0.1")
+    t_slow = time.perf_counter() - t0
+    assert slow.stdout == fast.stdout and slow.stderr == b""
+    assert t_slow - t_fast >= 0.6  # 8 steps x 0.1 s, with room for noise
+
+
+def test_replay_speed_is_steps_per_second(tmp_path):
+    import io
+    import time
+
+    from rich.console import Console
+
+    from dlmcli.render.commands import replay_trace
+
+    path = tmp_path / "t.jsonl"
+    write_trace(path)  # 16 steps
+    t = read_trace(path)
+    out = io.StringIO()
+    t0 = time.perf_counter()
+    replay_trace(t, speed=40.0, console=Console(file=out, force_terminal=True, color_system=None, width=80))
+    assert 16 / 40 <= time.perf_counter() - t0 < 16 / 40 + 2
+    t0 = time.perf_counter()
+    replay_trace(t, speed=0, console=Console(file=io.StringIO(), force_terminal=True, width=80))
+    assert time.perf_counter() - t0 < 0.4
+    frame = out.getvalue()[out.getvalue().rindex("dlm · fake.gguf"):]
+    assert "done · 16 steps" in frame and "hello world" in frame

@@ -130,7 +130,8 @@ class Frame:
 
     def _schedule(self, width: int) -> Text:
         """One segment per block, filled as its positions are committed; the active one bold."""
-        t = Text("blocks ", style="dim")
+        t = Text()
+        t.append("blocks ", style="dim")
         n = len(self.block_size)
         room = width - len(t.plain)
         seg = min(12, room // n - 1) if n else 0
@@ -174,14 +175,13 @@ class Frame:
         return t
 
     def _legend(self) -> Text:
-        t = Text(style="dim")
-        t.append("confidence ")
-        t.append("low ")
-        for k in range(0, LEVELS, 3):
+        t = Text()
+        t.append("confidence low ", style="dim")
+        for k in range(0, LEVELS, 3):  # the ramp itself is not dimmed: it is the key to the colours
             t.append("█", style=conf_style(k, False))
-        t.append(" high  ")
+        t.append(" high  ", style="dim")
         t.append(" new ", style=conf_style(LEVELS - 1, True))
-        t.append(f"  {MASK_GLYPH} masked  {EOG_GLYPH} end  ↵ newline")
+        t.append(f"  {MASK_GLYPH} masked  {EOG_GLYPH} end  ↵ newline", style="dim")
         return t
 
 
