@@ -136,7 +136,7 @@ def test_replay_of_a_partial_trace_warns_and_replays(tmp_path):
     assert r.returncode == 0
     err = r.stderr.decode()
     assert "incomplete" in err and "16 steps" in err
-    assert "the trace ends here" in err  # the last frame (stderr is not a terminal: drawn once, plain)
+    assert "trace cut short" in err  # the last frame (stderr is not a terminal: drawn once, plain)
     assert r.stdout.decode() == result.text + "\n"  # all its steps were there: the whole answer
 
 

@@ -41,7 +41,7 @@ def replay_trace(trace, *, speed: float, console=None) -> None:
         view.start(trace.info)
         for step in trace.steps:
             view.step(step)
-        note = "" if trace.complete else "the trace ends here: the run was cut short"
+        note = "" if trace.complete else "trace cut short"
         view.finish(_Ending(trace.end), note=note)
     finally:
         view.close()

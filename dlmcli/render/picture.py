@@ -217,7 +217,7 @@ def _timeline(run: Run, x0: float, y0: float, out: list) -> float:
         out.append(f'<g>{tip}<rect x="{x}" y="{gy + c * ch}" width="{cw}" height="{ch}" fill="{colour}" '
                    f'stroke="#222" stroke-width="{0.6 if ch >= 3 else 0}"/>')
         if text_fits:
-            g = _clip(run.glyph(int(run.tokens[p])), 1)
+            g = run.glyph(int(run.tokens[p]))[:1]  # the first character; the tooltip has it all
             ink = ink_for(confidence_rgb(run.conf[p]))
             out.append(f'<text class="m" x="{x + cw / 2:.1f}" y="{gy + c * ch + ch - 3:.1f}" font-size="{min(12, ch - 1)}" '
                        f'text-anchor="middle" fill="{ink}">{esc(g)}</text>')
@@ -277,9 +277,10 @@ def to_svg(trace: Trace, *, standalone: bool = True) -> str:
     return (
         f'{head}<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{int(y)}" '
         f'viewBox="0 0 {width} {int(y)}" role="img" aria-label="dlm denoising trace">'
-        f'<style>text{{font-family:{SANS};font-size:12px;fill:#222}}'
-        f'.m{{font-family:{FONT};font-size:{FONT_PX}px}}.t{{font-size:18px;font-weight:600}}'
-        f'.h{{font-size:13px;font-weight:600}}.s{{font-size:11px;fill:#555}}</style>'
+        # No 'fill' on plain text in CSS: it would beat the cells' fill attributes (their ink).
+        f'<style>text{{font-family:{SANS};font-size:12px}}'
+        f'.m{{font-family:{FONT};font-size:{FONT_PX}px}}.t{{font-size:18px;font-weight:600;fill:#222}}'
+        f'.h{{font-size:13px;font-weight:600;fill:#222}}.s{{font-size:11px;fill:#555}}</style>'
         f'<rect width="100%" height="100%" fill="#ffffff"/>' + "".join(body) + "</svg>\n"
     )
 

@@ -155,8 +155,11 @@ class Frame:
         if self.step == 0 and not self.final:
             t.append(f"starting · {self.masks_left} masks", style="bold")
         else:
-            head = "done" if self.final else f"step {self.step}/{self.steps}"
-            t.append(head, style="bold green" if self.final else "bold")
+            if self.final:
+                head, style = ("done", "bold green") if self.masks_left == 0 else ("ended", "bold yellow")
+            else:
+                head, style = f"step {self.step}/{self.steps}", "bold"
+            t.append(head, style=style)
             n_blocks = len(self.block_size)
             parts = [] if self.final else [f"block {self.block + 1}/{n_blocks}"]
             if self.final:
