@@ -119,9 +119,13 @@ class Model:
     """A diffusion LM loaded through llama.cpp, with what dlm reads from its GGUF."""
 
     def __init__(self, path: Path, *, name: str | None = None, n_gpu_layers: int = ALL_LAYERS,
-                 n_threads: int | None = None, verbose: bool = False):
+                 n_threads: int | None = None, verbose: bool = False, catalog_defaults: dict | None = None):
         self.path = Path(path)
         self.name = name or str(path)
+        catalog_defaults = dict(catalog_defaults or {})
+        # A catalog entry may say how a base model wants its prompt framed (RND1: "Question: ...").
+        self.prompt_format = catalog_defaults.pop("prompt_format", None)
+        self.catalog_defaults = {k: v for k, v in catalog_defaults.items() if k in defaults.FIELDS}
         self.runtime = Runtime(self.path, n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose)
         try:
             self._read_metadata()
@@ -157,7 +161,7 @@ class Model:
         eog.discard(mask)
         fill = self.runtime.eos_id if 0 <= self.runtime.eos_id < m.n_vocab else (min(eog) if eog else None)
         self.vocab_info = VocabInfo(mask_id=mask, shift=self.shift, eog_ids=frozenset(eog), fill_id=fill)
-        self.model_defaults = {}
+        self.model_defaults = dict(self.catalog_defaults)  # catalog < the file's own hints
         for key, conv in defaults.GGUF_KEYS.items():
             raw = m.meta(key)
             if raw is not None:
@@ -175,6 +179,8 @@ class Model:
     def prompt_tokens(self, prompt: str, *, system: str | None = None, raw: bool = False) -> list[int]:
         """Tokens fed to the model: the chat template applied (unless raw), BOS where the model wants it."""
         if raw or not self.chat_template:
+            if not raw and self.prompt_format:
+                prompt = self.prompt_format.replace("{prompt}", prompt)
             return self.runtime.tokenize(prompt, add_special=True, parse_special=False)
         messages = ([{"role": "system", "content": system}] if system else []) + \
             [{"role": "user", "content": prompt}]
@@ -232,10 +238,12 @@ class Model:
 def load(model: str | Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,
          verbose: bool = False, allow_pull: bool = False) -> Model:
     """Load MODEL: a .gguf path or a model name (bundled, catalog, owner/repo[:QUANT])."""
-    from .hub import resolve_model
+    from .hub import catalog_entry_for, resolve_model
 
     path = resolve_model(str(model), allow_pull=allow_pull)
-    return Model(path, name=str(model), n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose)
+    entry = catalog_entry_for(str(model))
+    return Model(path, name=str(model), n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose,
+                 catalog_defaults=entry.defaults if entry else None)
 
 
 def generate(prompt: str, *, model: str | Path = "tiny-llada", **kwargs) -> Result:
