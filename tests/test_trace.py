@@ -106,10 +106,16 @@ def test_unwritable_trace_path_is_a_clear_error(tmp_path):
     assert r.stdout == b""
 
 
-def test_a_run_that_never_started_leaves_no_trace(tmp_path):
+def test_a_run_that_never_started_leaves_no_trace_and_keeps_an_old_one(tmp_path):
     path = tmp_path / "t.jsonl"
     TraceWriter(path).close()
     assert not path.exists()
+    write_trace(path)
+    old = path.read_bytes()
+    r = run_dlm("generate", "-m", tmp_path / "missing.gguf", "--trace", path, "hi")
+    assert r.returncode == 1 and path.read_bytes() == old  # the failed run did not clobber it
+    write_trace(path, gen_length=8, steps=8, block_length=8)  # a new run replaces it entirely
+    assert len(read_trace(path).steps) == 8
 
 
 def test_generate_trace_then_replay_without_the_model(gguf_dir, tmp_path):

@@ -52,8 +52,11 @@ class TraceWriter:
         self._wrote = False
         self._known: set[int] = set()
         self._text = str
+        self._created = not self.path.exists()
         try:
-            self._f = open(self.path, "w", encoding="utf-8", newline="\n")
+            # Append mode: check that it can be written without clobbering an old trace yet; the
+            # file is emptied when the run starts.
+            self._f = open(self.path, "a", encoding="utf-8", newline="\n")
         except OSError as e:
             raise DlmError(f"cannot write the trace file {path}: {e.strerror or e}") from None
 
@@ -74,6 +77,8 @@ class TraceWriter:
 
     def start(self, info: RunInfo) -> None:
         self._text = info.token_text
+        self._f.seek(0)
+        self._f.truncate()
         vocab = self._vocab([*info.canvas, info.mask_id, *info.eog_ids])
         self._write({
             "type": "header", "format": FORMAT, "version": VERSION,
@@ -111,7 +116,7 @@ class TraceWriter:
         if f is None:
             return
         f.close()
-        if not self._wrote:  # nothing ran (the model did not load): leave no empty trace behind
+        if not self._wrote and self._created:  # nothing ran: leave no empty file behind
             try:
                 self.path.unlink()
             except OSError:
