@@ -143,22 +143,46 @@ def generate(
     overrides = dict(gen_length=gen_length, steps=steps, block_length=block_length, schedule=schedule,
                      algorithm=algorithm, alg_temp=alg_temp, temperature=temperature, top_k=top_k, top_p=top_p,
                      cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
-    with open_model(model, ngl, threads, verbose, pull) as m:
-        params = m.params(**overrides)
-        gen = m.denoise(text, system=system, raw=raw, params=params, force=forced)
-        sinks = _sinks(m, gen, text, visual, delay=delay, trace=trace, fixed=gen.fixed)
-        try:
-            for step in gen:
+    writer = _trace_writer(trace)  # a bad --trace path fails here, before the model loads
+    try:
+        with open_model(model, ngl, threads, verbose, pull) as m:
+            params = m.params(**overrides)
+            gen = m.denoise(text, system=system, raw=raw, params=params, force=forced)
+            sinks = _sinks(m, gen, text, visual, delay=delay, trace=writer, fixed=gen.fixed)
+            try:
+                for step in gen:
+                    for s in sinks:
+                        s.step(step)
+                result = gen.result()
                 for s in sinks:
-                    s.step(step)
-            result = gen.result()
-            for s in sinks:
-                s.finish(result)
-        finally:
-            for s in sinks:
-                s.close()
+                    s.finish(result)
+            finally:
+                _close_all(sinks)
+    finally:
+        if writer is not None:
+            writer.close()
     _warn_cut_forces(gen, result)
     _emit(result, json_out, verbose)
+
+
+def _trace_writer(trace):
+    if trace is None:
+        return None
+    from .render.trace import TraceWriter
+
+    return TraceWriter(trace)
+
+
+def _close_all(sinks) -> None:
+    """Close every sink even if one fails (the live view must always give the terminal back)."""
+    error = None
+    for s in sinks:
+        try:
+            s.close()
+        except BaseException as e:  # noqa: BLE001 (re-raised below)
+            error = error or e
+    if error is not None:
+        raise error
 
 
 def _warn_cut_forces(gen, result) -> None:
@@ -202,10 +226,15 @@ def infill(
     template = read_prompt(text, "TEXT")
     parse_infill(template)  # bad placeholders fail before a model is loaded
     o = opts
-    with open_model(o["model"], o["ngl"], o["threads"], o["verbose"], o["pull"]) as m:
-        gen = m.infill(template, chat=chat, user=user, system=o["system"], **{k: o[k] for k in _SAMPLING})
-        sinks = _sinks(m, gen, template, o["visual"], delay=o["delay"], trace=o["trace"], fixed=gen.fixed)
-        result = _drive(gen, sinks)
+    writer = _trace_writer(o["trace"])
+    try:
+        with open_model(o["model"], o["ngl"], o["threads"], o["verbose"], o["pull"]) as m:
+            gen = m.infill(template, chat=chat, user=user, system=o["system"], **{k: o[k] for k in _SAMPLING})
+            sinks = _sinks(m, gen, template, o["visual"], delay=o["delay"], trace=writer, fixed=gen.fixed)
+            result = _drive(gen, sinks)
+    finally:
+        if writer is not None:
+            writer.close()
     _emit(result, o["json_out"], o["verbose"])
 
 
@@ -219,8 +248,7 @@ def _drive(gen, sinks: list):
         for s in sinks:
             s.finish(result)
     finally:
-        for s in sinks:
-            s.close()
+        _close_all(sinks)
     return result
 
 
@@ -236,10 +264,8 @@ def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0
         eog_ids=m.vocab_info.eog_ids, fixed=tuple(fixed),
     )
     sinks = []
-    if trace is not None:
-        from .render.trace import TraceWriter
-
-        sinks.append(TraceWriter(trace))
+    if trace is not None:  # a path, or a TraceWriter opened early by the caller
+        sinks.append(_trace_writer(trace) if isinstance(trace, (str, os.PathLike)) else trace)
     if visual is None:
         visual = sys.stderr.isatty()
     if visual:
@@ -250,8 +276,14 @@ def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0
         from .render.live import Pause
 
         sinks.append(Pause(delay))
-    for s in sinks:
-        s.start(info)
+    started = []
+    try:
+        for s in sinks:
+            s.start(info)
+            started.append(s)
+    except BaseException:
+        _close_all(started)
+        raise
     return sinks
 
 
@@ -271,8 +303,12 @@ def _register_extensions() -> None:
     try:
         from .hub.commands import register
     except ImportError:
-        return
-    register(app)
+        pass
+    else:
+        register(app)
+    from .render.commands import register as register_render
+
+    register_render(app)
 
 
 def main() -> None:
