@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import types
 
@@ -144,13 +143,17 @@ def test_cli_infill_with_the_live_view(gguf_dir):
     assert r.stdout.decode().endswith(" = x\n") and b"3 steps" in r.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("dlmcli.render.trace") is None,
-                    reason="the --trace sink (dlmcli/render/trace.py) is not on this branch yet")
-def test_cli_infill_trace(gguf_dir, tmp_path):
+def test_cli_infill_trace_marks_the_fixed_text(gguf_dir, tmp_path):
     path = tmp_path / "t.jsonl"
     r = run_dlm("infill", "-m", gguf_dir / "llada.gguf", "--trace", path, "a [MASK:2] b")
     assert r.returncode == 0, r.stderr
-    assert path.read_text().strip()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    header, end = lines[0], lines[-1]
+    assert header["prompt_tokens"] == [1, cid("a"), cid(" "), MASK, MASK, cid(" "), cid("b")]
+    assert header["gen_start"] == 3 and header["fixed"] == [1, 2, 5, 6]
+    assert end["text"] + "\n" == r.stdout.decode() and end["finish_reason"] == "filled"
+    replay = run_dlm("replay", path)
+    assert replay.stdout == r.stdout
 
 
 @pytest.mark.parametrize("text,needle", [
