@@ -7,6 +7,7 @@ through the real CLI, which must print exactly what the API returned.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -80,3 +81,18 @@ def test_the_issue_examples_through_the_cli():
         r = run_dlm("infill", "-m", "tiny-llada", template)
         assert r.returncode == 0, r.stderr
         assert r.stdout == b"reverse hello = olleh\n"
+
+
+def test_force_pins_text_in_the_answer(model):
+    for force in ([(0, "o")], [(2, "X")], [(5, "!!")]):
+        r = model.generate("reverse hello", force=force)
+        (pos, text), = force
+        assert r.text[pos:pos + len(text)] == text, (force, r.text)
+
+
+def test_an_answer_ending_before_a_forced_text_warns():
+    r = run_dlm("generate", "-m", "tiny-llada", "--json", "--force", "12:abc", "reverse hello")
+    assert r.returncode == 0, r.stderr
+    n = len(json.loads(r.stdout)["tokens"])
+    warning = f"Warning: the answer ended at token {n}, before --force 12:abc\n".encode()
+    assert (r.stderr == warning) if n < 15 else (r.stderr == b"")
