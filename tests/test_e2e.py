@@ -119,7 +119,7 @@ def test_stdin_prompt_and_both(gguf_dir):
 
 @pytest.mark.parametrize("fixture,needle", [
     ("autoregressive.gguf", "autoregressive"),
-    ("nomask.gguf", "no mask token"),
+    ("nomask.gguf", "no usable mask token"),
 ])
 def test_refuses_models_it_cannot_run(gguf_dir, fixture, needle):
     r = run_dlm("generate", "-m", gguf_dir / fixture, "hello")

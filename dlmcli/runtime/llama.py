@@ -46,7 +46,9 @@ class LlamaModel:
         check_gguf_file(self.path)
         params = lib.llama_model_default_params()
         params.n_gpu_layers = ALL_LAYERS if n_gpu_layers < 0 else n_gpu_layers
-        ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        params.progress_callback = native.progress_callback
+        with native.interruptible():
+            ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
         if not ptr:
             raise ModelError(
                 f"llama.cpp could not load {self.path} (truncated or corrupt GGUF, or an architecture this "
@@ -113,6 +115,7 @@ class LlamaContext:
         self.n_tokens = n_tokens
         self.n_seq = n_seq
         lib.llama_set_causal_attn(ptr, False)
+        lib.llama_set_abort_callback(ptr, native.abort_callback, None)
 
     def close(self) -> None:
         if self.ptr is not None:
@@ -238,7 +241,8 @@ class Runtime:
         n = sum(len(c) for c in canvases)
         self.reserve(n, len(canvases))
         self.batch.fill(canvases)
-        rc = lib.llama_decode(self.ctx.ptr, self.batch.batch)
+        with native.interruptible():
+            rc = lib.llama_decode(self.ctx.ptr, self.batch.batch)
         if rc != 0:
             raise GenerationError(f"llama.cpp forward pass failed (llama_decode returned {rc})")
         ptr = lib.llama_get_logits(self.ctx.ptr)
