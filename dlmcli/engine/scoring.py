@@ -25,17 +25,16 @@ _POOL_SIZE = 1
 # Rows are reduced a few at a time in a buffer of about this size, so that after the one read from
 # the logits (main memory) the argmax/subtract/exp/sum passes hit the CPU cache.
 CHUNK_BYTES = 1 << 21
-# Softmax sums: float32 over pieces this long, then float64 over the pieces.
-SUM_BLOCK = 256
 
 
 def default_threads() -> int:
-    """Scoring threads when --threads is not given: the CPUs this process may use, at most 16."""
+    """Scoring threads when --threads is not given: the CPUs this process may use, at most 8
+    (on the 16-core H100 host, 16 threads were slower than 8: docs/performance.md)."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    return max(1, min(16, n))
+    return max(1, min(8, n))
 
 
 def set_threads(n: int) -> None:
@@ -90,72 +89,46 @@ class Rows:
         return cls(rows, np.arange(rows.shape[0]))
 
 
-def _pieces(index: np.ndarray, a: int, b: int, per: int):
-    """Split rows index[a:b] into runs of consecutive logits rows, at most ``per`` long:
-    yields (offset from a, first logits row, count). A run is a plain view: nothing is gathered."""
-    idx = index[a:b]
-    cuts = np.flatnonzero(np.diff(idx) != 1) + 1
-    for s, e in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [idx.size]))):
-        for c in range(int(s), int(e), per):
-            yield c, int(idx[c]), min(per, int(e) - c)
-
-
-def _sum_rows(e: np.ndarray) -> np.ndarray:
-    """Row sums of a zero-padded ``[m, k * SUM_BLOCK]`` float32 array, accurate to float64 level:
-    float32 sums of SUM_BLOCK-long pieces (cheap, GIL-free), then the pieces added in float64."""
-    m = e.shape[0]
-    return e.reshape(m, -1, SUM_BLOCK).sum(axis=2).sum(axis=1, dtype=np.float64)
-
-
 def _greedy_part(rows: Rows, a: int, b: int, want_margin: bool, want_entropy: bool):
     """argmax, its softmax probability, top1-top2 margin and Dream's entropy score for rows a..b-1.
 
-    The logits are read where they lie, a few rows at a time, into one cache-sized buffer where
-    subtract/exp/sum run: only ufuncs and float32 reductions, which release the GIL, so threads
-    scale. Per row the arithmetic is the same whatever the chunking: results do not depend on
-    the thread count.
+    Works through the rows a few at a time: np.take copies them (one read of main memory) into a
+    reused cache-sized buffer where argmax/subtract/exp/sum run. Per row the arithmetic is the same
+    whatever the chunking (float32 exp, float64 sums), so results do not depend on threads.
+    Measured on the H100 host (docs/performance.md): faster with threads than reading runs of
+    rows in place, and the float64-cast sum scales best of the sums tried.
     """
     n, vocab = b - a, rows.shape[1]
-    padded = -(-vocab // SUM_BLOCK) * SUM_BLOCK
-    per = max(1, min(n, CHUNK_BYTES // (4 * padded)))
-    buf = np.zeros((per, padded), np.float32)  # the padding stays 0 and adds nothing to sums
-    tmp = np.zeros_like(buf) if want_entropy else None
+    per = max(1, min(n, CHUNK_BYTES // (4 * vocab)))
+    buf = np.empty((per, vocab), np.float32)
+    tmp = np.empty_like(buf) if rows.uncond is not None else None
     idx = np.empty(n, np.intp)
     conf = np.empty(n)
     margin = np.empty(n) if want_margin else np.zeros(0)
     entropy = np.empty(n) if want_entropy else np.zeros(0)
-    for c, row, m in _pieces(rows.index, a, b, per):
-        e = buf[:m, :vocab]
-        src = rows.logits[row:row + m]
-        if rows.uncond is not None:  # CFG: uncond + scale * (cond - uncond), built in the buffer
-            un = rows.uncond[row:row + m]
-            np.subtract(src, un, out=e)
-            e *= rows.scale
-            e += un
-            src = e
+    for c in range(0, n, per):
+        m = min(per, n - c)
+        e = rows.gather(a + c, a + c + m, buf[:m], None if tmp is None else tmp[:m])
         r = np.arange(m)
-        i = src.argmax(axis=1)
-        np.subtract(src, src[r, i][:, None], out=e)
+        i = e.argmax(axis=1)
+        top = e[r, i]
         if want_margin:
             if vocab > 1:
                 e[r, i] = -np.inf
-                second = e.max(axis=1)  # second best minus best
-                e[r, i] = 0
+                second = e.max(axis=1)
+                e[r, i] = top
             else:
-                second = np.zeros(m, np.float32)
+                second = top
+        np.subtract(e, top[:, None], out=e)
         np.exp(e, out=e)
-        z = _sum_rows(buf[:m])
+        z = e.sum(axis=1, dtype=np.float64)
         idx[c:c + m] = i
         conf[c:c + m] = 1.0 / z
         if want_margin:
-            margin[c:c + m] = conf[c:c + m] - np.exp(second.astype(np.float64)) / z
+            margin[c:c + m] = conf[c:c + m] - np.exp((second - top).astype(np.float64)) / z
         if want_entropy:
             np.divide(e, z[:, None].astype(np.float32), out=e)
-            t = tmp[:m, :vocab]
-            np.add(e, np.float32(ENTROPY_EPS), out=t)
-            np.log(t, out=t)
-            t *= e
-            entropy[c:c + m] = _sum_rows(tmp[:m])
+            entropy[c:c + m] = (e * np.log(e + np.float32(ENTROPY_EPS))).sum(axis=1, dtype=np.float64)
     return idx, conf, margin, entropy
 
 
