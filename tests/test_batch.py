@@ -100,6 +100,7 @@ def test_batch_answer_does_not_depend_on_batch_size_with_sampling(gguf_dir, tmp_
     ("abc\n", ["--trace", "t.jsonl"], "--batch"),
     ("abc\n", ["--visual"], "--batch"),
     ("abc\n", ["a prompt too"], "--batch"),
+    ("abc\n", ["--force", "0:x"], "--batch"),
 ])
 def test_cli_batch_usage_errors(gguf_dir, tmp_path, content, extra, needle):
     f = tmp_path / "p.txt"
