@@ -10,10 +10,11 @@ import threading
 def _global_libstdcxx() -> None:
     """Put the C++ runtime in the process's global symbol scope before llama.cpp's libraries load.
 
-    A CUDA build's libggml-cuda exports its own copies of some libstdc++ template code. When
-    libstdc++ had already been loaded privately (numpy, torch and most extension modules link
-    it), libllama bound to those copies and model loading crashed (docs/performance.md, "Import
-    order"). Global symbols are searched first, so every library then binds to libstdc++ itself.
+    A CUDA build's libggml-cuda exports its own copy of libstdc++'s locale code. When libstdc++
+    had already been loaded privately (numpy and torch link it), libllama's iostream calls ran
+    that copy against libstdc++'s facet ids and model loading crashed (seen on an H100; see
+    docs/performance.md, "Import order"). Global symbols are searched first, so every library
+    then binds to libstdc++ itself, whatever was imported before.
     """
     if sys.platform.startswith("linux"):
         try:
