@@ -1,0 +1,31 @@
+"""dlm: run diffusion language models from GGUF files.
+
+Public API: ``load``, ``generate``, ``Model``, ``Generation``, ``Result``, ``Step``,
+``GenerationParams`` and the errors in ``dlmcli.errors``. Imported lazily so that ``dlm --help``
+and the engine stay light.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_API = {"load", "generate", "Model", "Generation", "Result", "Timings"}
+
+
+def __getattr__(name):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    if name == "Step":
+        from .engine.events import Step
+
+        return Step
+    if name == "GenerationParams":
+        from .engine.params import GenerationParams
+
+        return GenerationParams
+    raise AttributeError(f"module 'dlmcli' has no attribute {name!r}")
+
+
+__all__ = sorted(_API | {"Step", "GenerationParams"})

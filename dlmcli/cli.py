@@ -1,0 +1,255 @@
+"""The ``dlm`` command: parse, call the API, hand events to sinks. No logic of its own."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import DlmError, UsageError
+
+app = typer.Typer(
+    name="dlm",
+    help="Run diffusion language models (LLaDA, Dream, RND1) from GGUF files and watch them denoise.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_INTERRUPTED = 130
+
+
+@app.callback()
+def _root() -> None:
+    """Run diffusion language models (LLaDA, Dream, RND1) from GGUF files and watch them denoise."""
+
+
+def err(message: str) -> None:
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def boundary(fn):
+    """Turn user-facing failures into one 'Error: ...' line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DlmError as e:
+            err(f"Error: {e}")
+            raise typer.Exit(e.exit_code)
+        except KeyboardInterrupt:
+            err("Interrupted.")
+            raise typer.Exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            raise typer.Exit(0)
+
+    return wrapper
+
+
+def _quiet_broken_pipe() -> None:
+    # The reader went away (| head): point stdout at /dev/null so the exit flush stays quiet.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def read_prompt(argument: Optional[str]) -> str:
+    """PROMPT from the argument, from stdin when it is not a terminal, or both (stdin first)."""
+    parts = []
+    stdin = sys.stdin
+    if stdin is not None and not stdin.closed and not stdin.isatty():
+        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DlmError(f"stdin is not valid UTF-8 (byte {e.start}); convert it first, e.g. with iconv") from None
+        text = text.rstrip("\n")
+        if text:
+            parts.append(text)
+    if argument:
+        parts.append(argument)
+    if not parts:
+        raise UsageError("no prompt: pass PROMPT as an argument or pipe it on stdin")
+    return "\n\n".join(parts)
+
+
+# Shared options, defined once.
+ModelOpt = Annotated[Optional[str], typer.Option("-m", "--model", help="A .gguf path or a model name (see 'dlm models').")]
+NglOpt = Annotated[int, typer.Option("--ngl", help="Layers to offload to the GPU (-1: all).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for llama.cpp and scoring.")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show llama.cpp's log and run statistics.")]
+
+
+def open_model(model: Optional[str], ngl: int, threads: Optional[int], verbose: bool, pull: bool = False):
+    from . import api
+    from .hub import default_model
+
+    if model is None:
+        model, fallback = default_model()
+        if fallback:
+            err(f"No model given; using the bundled {model} (set one with -m or DLM_MODEL).")
+    return api.load(model, n_gpu_layers=ngl, n_threads=threads, verbose=verbose, allow_pull=pull)
+
+
+@app.command()
+@boundary
+def generate(
+    prompt: Annotated[Optional[str], typer.Argument(help="The prompt; read from stdin too when piped.", show_default=False)] = None,
+    model: ModelOpt = None,
+    gen_length: Annotated[Optional[int], typer.Option("-n", "--gen-length", help="Tokens to generate.")] = None,
+    steps: Annotated[Optional[int], typer.Option("-s", "--steps", help="Denoising steps (forward passes).")] = None,
+    block_length: Annotated[Optional[int], typer.Option("--block-length", help="Block size of the block schedule.")] = None,
+    schedule: Annotated[Optional[str], typer.Option("--schedule", help="block (LLaDA) or timestep (Dream).")] = None,
+    algorithm: Annotated[Optional[str], typer.Option("-a", "--algorithm", help="low-confidence, random, origin, margin or entropy.")] = None,
+    alg_temp: Annotated[Optional[float], typer.Option("--alg-temp", help="Sample positions from softmax(confidence/T).")] = None,
+    temperature: Annotated[Optional[float], typer.Option("-t", "--temperature", help="Token temperature (0: argmax).")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Keep the k most likely tokens (0: off).")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus filter in (0, 1].")] = None,
+    cfg: Annotated[Optional[float], typer.Option("--cfg", help="Classifier-free guidance scale (0: off).")] = None,
+    eps: Annotated[Optional[float], typer.Option("--eps", help="Final noise level of the timestep schedule.")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Also commit every position at least this confident (parallel decoding).")] = None,
+    factor: Annotated[Optional[float], typer.Option("--factor", help="Fast-dLLM factor rule for parallel decoding.")] = None,
+    early_stop: Annotated[Optional[bool], typer.Option("--early-stop/--no-early-stop", help="Stop once the answer has ended (never changes it).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible runs.")] = None,
+    system: Annotated[Optional[str], typer.Option("--system", help="System prompt for the chat template.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Skip the chat template: the prompt is the text.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the answer.")] = False,
+    visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Live view of the denoising (default: when stderr is a terminal).")] = None,
+    delay: Annotated[float, typer.Option("--delay", min=0.0, help="Seconds to pause between steps, to follow along.")] = 0.0,
+    trace: Annotated[Optional[Path], typer.Option("--trace", help="Write every step to this JSON Lines file (see 'dlm replay').")] = None,
+    pull: Annotated[bool, typer.Option("--pull", help="Download the model first if it is not in the cache.")] = False,
+    ngl: NglOpt = -1,
+    threads: ThreadsOpt = None,
+    verbose: VerboseOpt = False,
+):
+    """Generate an answer by denoising a canvas of masks."""
+    text = read_prompt(prompt)
+    overrides = dict(gen_length=gen_length, steps=steps, block_length=block_length, schedule=schedule,
+                     algorithm=algorithm, alg_temp=alg_temp, temperature=temperature, top_k=top_k, top_p=top_p,
+                     cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
+    writer = _trace_writer(trace)  # a bad --trace path fails here, before the model loads
+    try:
+        with open_model(model, ngl, threads, verbose, pull) as m:
+            params = m.params(**overrides)
+            gen = m.denoise(text, system=system, raw=raw, params=params)
+            sinks = _sinks(m, gen, text, visual, delay=delay, trace=writer)
+            try:
+                for step in gen:
+                    for s in sinks:
+                        s.step(step)
+                result = gen.result()
+                for s in sinks:
+                    s.finish(result)
+            finally:
+                _close_all(sinks)
+    finally:
+        if writer is not None:
+            writer.close()
+    _emit(result, json_out, verbose)
+
+
+def _trace_writer(trace):
+    if trace is None:
+        return None
+    from .render.trace import TraceWriter
+
+    return TraceWriter(trace)
+
+
+def _close_all(sinks) -> None:
+    """Close every sink even if one fails (the live view must always give the terminal back)."""
+    error = None
+    for s in sinks:
+        try:
+            s.close()
+        except BaseException as e:  # noqa: BLE001 (re-raised below)
+            error = error or e
+    if error is not None:
+        raise error
+
+
+def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0.0,
+           trace: Optional[Path] = None, fixed: tuple = ()) -> list:
+    from .render.base import RunInfo
+
+    info = RunInfo(
+        model=m.name, prompt=prompt_text, prompt_tokens=tuple(gen.prompt_tokens),
+        canvas=tuple(int(t) for t in gen.initial_canvas), gen_start=gen.gen_start,
+        mask_id=m.vocab_info.mask_id, params=gen.params.to_dict(),
+        token_text=lambda t: m.runtime.piece(int(t)).decode("utf-8", "replace"),
+        eog_ids=m.vocab_info.eog_ids, fixed=tuple(fixed),
+    )
+    sinks = []
+    if trace is not None:  # a path, or a TraceWriter opened early by the caller
+        sinks.append(_trace_writer(trace) if isinstance(trace, (str, os.PathLike)) else trace)
+    if visual is None:
+        visual = sys.stderr.isatty()
+    if visual:
+        from .render.live import LiveView
+
+        sinks.append(LiveView(delay=delay))
+    elif delay:
+        from .render.live import Pause
+
+        sinks.append(Pause(delay))
+    started = []
+    try:
+        for s in sinks:
+            s.start(info)
+            started.append(s)
+    except BaseException:
+        _close_all(started)
+        raise
+    return sinks
+
+
+def _emit(result, json_out: bool, verbose: bool) -> None:
+    if json_out:
+        sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(result.text + "\n")
+    sys.stdout.flush()
+    if verbose:
+        t = result.timings
+        err(f"{result.steps} steps, {len(result.tokens)} tokens, {t.total_s:.2f}s "
+            f"(forward {t.forward_s:.2f}s, host {t.sampling_s:.2f}s), finish: {result.finish_reason}")
+
+
+def _register_extensions() -> None:
+    try:
+        from .hub.commands import register
+    except ImportError:
+        pass
+    else:
+        register(app)
+    from .render.commands import register as register_render
+
+    register_render(app)
+
+
+def main() -> None:
+    _register_extensions()
+    for info in app.registered_commands:
+        if info.callback is not None and not hasattr(info.callback, "__wrapped__"):
+            info.callback = boundary(info.callback)
+    try:
+        app()
+    except DlmError as e:  # raised outside a command (e.g. while registering)
+        err(f"Error: {e}")
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

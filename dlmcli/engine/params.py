@@ -1,0 +1,88 @@
+"""Every knob of the denoising loop, resolved and validated (no Nones left but ``seed``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import UsageError
+
+SCHEDULES = ("block", "timestep")
+ALGORITHMS = ("low-confidence", "random", "origin", "margin", "entropy")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    gen_length: int = 128  # tokens in the generated region
+    steps: int = 128  # forward passes planned (threshold decoding and early stop may run fewer)
+    block_length: int = 32  # block schedule: tokens per semi-autoregressive block
+    schedule: str = "block"  # "block" (LLaDA) or "timestep" (Dream)
+    algorithm: str = "low-confidence"  # how positions compete to be committed
+    alg_temp: float = 0.0  # > 0: sample positions from softmax(confidence / alg_temp) (Dream)
+    temperature: float = 0.0  # 0 = argmax tokens; > 0 = Gumbel-max sampling in float64
+    top_k: int = 0  # keep the k most likely tokens before sampling; 0 = off
+    top_p: float = 1.0  # nucleus filter before sampling; 1 = off
+    cfg: float = 0.0  # classifier-free guidance scale; 0 = off (LLaDA)
+    eps: float = 1e-3  # timestep schedule: final noise level (Dream)
+    seed: int | None = None  # None = fresh entropy each run
+    threshold: float | None = None  # commit every position at least this confident (Fast-dLLM)
+    factor: float | None = None  # Fast-dLLM factor rule: n-th best committed if conf >= 1 - factor/(n+1)
+    early_stop: bool = False  # stop spending passes once the answer has resolved to end-of-generation
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> "GenerationParams":
+        """Raise UsageError naming the flag at fault; return self so calls chain."""
+        if self.gen_length <= 0:
+            raise UsageError(f"--gen-length must be at least 1 (got {self.gen_length})")
+        if self.steps <= 0:
+            raise UsageError(f"--steps must be at least 1 (got {self.steps})")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
+        if self.algorithm not in ALGORITHMS:
+            raise UsageError(f"--algorithm must be one of {', '.join(ALGORITHMS)} (got {self.algorithm!r})")
+        if not self.temperature >= 0:
+            raise UsageError(f"--temperature must be 0 or more (got {self.temperature})")
+        if not self.alg_temp >= 0:
+            raise UsageError(f"--alg-temp must be 0 or more (got {self.alg_temp})")
+        if self.top_k < 0:
+            raise UsageError(f"--top-k must be 0 (off) or more (got {self.top_k})")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"--top-p must be in (0, 1] (got {self.top_p})")
+        if not self.cfg >= 0:
+            raise UsageError(f"--cfg must be 0 or more (got {self.cfg})")
+        if not 0 < self.eps < 1:
+            raise UsageError(f"--eps must be in (0, 1) (got {self.eps})")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise UsageError(f"--seed must be between 0 and 2^63-1 (got {self.seed})")
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            raise UsageError(f"--threshold must be in (0, 1] (got {self.threshold})")
+        if self.factor is not None and not self.factor > 0:
+            raise UsageError(f"--factor must be more than 0 (got {self.factor})")
+        if self.threshold is not None and self.factor is not None:
+            raise UsageError("--threshold and --factor are two rules for the same choice; pass one")
+        if self.schedule == "block":
+            if self.block_length <= 0:
+                raise UsageError(f"--block-length must be at least 1 (got {self.block_length})")
+            if self.gen_length % self.block_length:
+                raise UsageError(
+                    f"--gen-length {self.gen_length} is not a multiple of --block-length {self.block_length}; "
+                    f"pick a block length that divides it (e.g. {_divisor_near(self.gen_length, self.block_length)})"
+                )
+            n_blocks = self.gen_length // self.block_length
+            if self.steps % n_blocks:
+                lo = max(n_blocks, self.steps - self.steps % n_blocks)
+                raise UsageError(
+                    f"--steps {self.steps} does not split evenly over {n_blocks} blocks; "
+                    f"use a multiple of {n_blocks} (e.g. {lo} or {lo + n_blocks})"
+                )
+        return self
+
+    @property
+    def n_blocks(self) -> int:
+        return self.gen_length // self.block_length if self.schedule == "block" else 1
+
+
+def _divisor_near(n: int, target: int) -> int:
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    return min(divisors, key=lambda d: (abs(d - target), -d))

@@ -1,0 +1,1 @@
+"""Consumers of the Step stream that face people: live view, trace files, pictures (Rich only)."""

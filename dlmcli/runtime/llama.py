@@ -1,0 +1,273 @@
+"""Owners of llama.cpp handles: one class per native object, closed in a fixed order.
+
+``Runtime`` owns a model, a context sized for the canvases it is asked to run, and a batch.
+Closing is idempotent and frees the context before the model.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Sequence
+
+from . import native
+from .native import lib
+
+import numpy as np  # noqa: E402  (after llama_cpp on purpose)
+
+from ..errors import GenerationError, ModelError
+
+GGUF_MAGIC = b"GGUF"
+ALL_LAYERS = 999  # llama.cpp clamps to the model's layer count
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail early, with a clear message, on files llama.cpp would reject with only a log line."""
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, not a .gguf file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
+
+
+class LlamaModel:
+    """A loaded llama.cpp model (weights + vocabulary)."""
+
+    def __init__(self, path: Path, n_gpu_layers: int = ALL_LAYERS):
+        self.ptr = None
+        self.path = Path(path)
+        check_gguf_file(self.path)
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = ALL_LAYERS if n_gpu_layers < 0 else n_gpu_layers
+        params.progress_callback = native.progress_callback
+        with native.interruptible():
+            ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        if not ptr:
+            raise ModelError(
+                f"llama.cpp could not load {self.path} (truncated or corrupt GGUF, or an architecture this "
+                f"llama.cpp does not know); run with --verbose to see its log"
+            )
+        self.ptr = ptr
+        self.vocab = lib.llama_model_get_vocab(ptr)
+        self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
+
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as text, or None when the key is absent."""
+        size = 256
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = lib.llama_model_meta_val_str(self.ptr, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.value.decode("utf-8", "replace")
+            size = n + 1
+
+    def chat_template(self) -> str | None:
+        raw = lib.llama_model_chat_template(self.ptr, None)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    @property
+    def is_diffusion(self) -> bool:
+        return bool(lib.llama_model_is_diffusion(self.ptr))
+
+    @property
+    def n_ctx_train(self) -> int:
+        return int(lib.llama_model_n_ctx_train(self.ptr))
+
+    @property
+    def n_params(self) -> int:
+        return int(lib.llama_model_n_params(self.ptr))
+
+    def close(self) -> None:
+        if self.ptr is not None:
+            ptr, self.ptr, self.vocab = self.ptr, None, None
+            lib.llama_model_free(ptr)
+
+
+class LlamaContext:
+    """A context able to run ``n_tokens`` positions split over up to ``n_seq`` sequences in one pass."""
+
+    def __init__(self, model: LlamaModel, n_tokens: int, n_seq: int, n_threads: int | None):
+        self.ptr = None
+        params = lib.llama_context_default_params()
+        params.n_ctx = n_tokens
+        params.n_batch = n_tokens
+        params.n_ubatch = n_tokens  # no KV memory: the whole canvas must fit one micro-batch
+        params.n_seq_max = n_seq
+        params.no_perf = True
+        if n_threads:
+            params.n_threads = params.n_threads_batch = n_threads
+        ptr = lib.llama_init_from_model(model.ptr, params)
+        if not ptr:
+            raise GenerationError(
+                f"llama.cpp could not create a context for {n_tokens} tokens in {n_seq} sequence(s) "
+                f"(out of memory?); try a shorter --gen-length or fewer GPU layers (--ngl)"
+            )
+        self.ptr = ptr
+        self.n_tokens = n_tokens
+        self.n_seq = n_seq
+        lib.llama_set_causal_attn(ptr, False)
+        lib.llama_set_abort_callback(ptr, native.abort_callback, None)
+
+    def close(self) -> None:
+        if self.ptr is not None:
+            ptr, self.ptr = self.ptr, None
+            lib.llama_free(ptr)
+
+
+class LlamaBatch:
+    """A token batch with numpy views over its arrays, so filling it costs no Python loop."""
+
+    def __init__(self, capacity: int, n_seq: int):
+        self.capacity = capacity
+        self.batch = lib.llama_batch_init(capacity, 0, n_seq)
+        self.alive = True
+        b = self.batch
+        self.token = np.ctypeslib.as_array(b.token, shape=(capacity,))
+        self.pos = np.ctypeslib.as_array(b.pos, shape=(capacity,))
+        self.n_seq_id = np.ctypeslib.as_array(b.n_seq_id, shape=(capacity,))
+        self.logits = np.ctypeslib.as_array(b.logits, shape=(capacity,))
+        self._layout: tuple = ()
+
+    def fill(self, canvases: Sequence[np.ndarray]) -> None:
+        layout = tuple(len(c) for c in canvases)
+        n = sum(layout)
+        if n > self.capacity:
+            raise GenerationError(f"batch of {n} tokens exceeds capacity {self.capacity}")
+        if layout != self._layout:
+            off = 0
+            for s, length in enumerate(layout):
+                self.pos[off:off + length] = np.arange(length)
+                for i in range(off, off + length):
+                    self.batch.seq_id[i][0] = s
+                off += length
+            self.n_seq_id[:n] = 1
+            self.logits[:n] = 1
+            self._layout = layout
+        self.token[:n] = np.concatenate(canvases) if len(canvases) > 1 else canvases[0]
+        self.batch.n_tokens = n
+
+    def close(self) -> None:
+        if self.alive:
+            self.alive = False
+            lib.llama_batch_free(self.batch)
+
+
+class Runtime:
+    """A model plus whatever context and batch the current canvases need."""
+
+    def __init__(self, path: Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,
+                 verbose: bool = False):
+        native.init(verbose)
+        self.n_threads = n_threads
+        self.ctx: LlamaContext | None = None
+        self.batch: LlamaBatch | None = None
+        self.model = LlamaModel(path, n_gpu_layers)
+        self._pieces: dict[int, bytes] = {}
+
+    # --- vocabulary -------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (lib.llama_token * cap)()
+        n = lib.llama_tokenize(self.model.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (lib.llama_token * cap)()
+            n = lib.llama_tokenize(self.model.vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes a token stands for (cached; control tokens are empty unless special)."""
+        key = token if not special else ~token
+        got = self._pieces.get(key)
+        if got is None:
+            buf = ctypes.create_string_buffer(64)
+            n = lib.llama_token_to_piece(self.model.vocab, token, buf, 64, 0, special)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = lib.llama_token_to_piece(self.model.vocab, token, buf, -n, 0, special)
+            got = buf.raw[:n]
+            self._pieces[key] = got
+        return got
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(int(t)) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(lib.llama_vocab_is_eog(self.model.vocab, token))
+
+    @property
+    def mask_id(self) -> int:
+        return int(lib.llama_vocab_mask(self.model.vocab))
+
+    @property
+    def bos_id(self) -> int:
+        return int(lib.llama_vocab_bos(self.model.vocab))
+
+    @property
+    def eos_id(self) -> int:
+        return int(lib.llama_vocab_eos(self.model.vocab))
+
+    @property
+    def eot_id(self) -> int:
+        return int(lib.llama_vocab_eot(self.model.vocab))
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(lib.llama_vocab_get_add_bos(self.model.vocab))
+
+    # --- forward pass -----------------------------------------------------------------------
+    def reserve(self, n_tokens: int, n_seq: int) -> None:
+        """Make sure one pass can hold n_tokens over n_seq sequences (grows, never shrinks)."""
+        if self.ctx and self.ctx.n_tokens >= n_tokens and self.ctx.n_seq >= n_seq:
+            return
+        n_tokens = max(n_tokens, self.ctx.n_tokens if self.ctx else 0)
+        n_seq = max(n_seq, self.ctx.n_seq if self.ctx else 1)
+        self._close_ctx()
+        self.ctx = LlamaContext(self.model, n_tokens, n_seq, self.n_threads)
+        self.batch = LlamaBatch(n_tokens, n_seq)
+
+    def forward(self, canvases: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Logits for every position of every canvas: float32 views valid until the next call."""
+        n = sum(len(c) for c in canvases)
+        self.reserve(n, len(canvases))
+        self.batch.fill(canvases)
+        with native.interruptible():
+            rc = lib.llama_decode(self.ctx.ptr, self.batch.batch)
+        if rc != 0:
+            raise GenerationError(f"llama.cpp forward pass failed (llama_decode returned {rc})")
+        ptr = lib.llama_get_logits(self.ctx.ptr)
+        flat = np.ctypeslib.as_array(ptr, shape=(n, self.model.n_vocab))
+        out, off = [], 0
+        for c in canvases:
+            out.append(flat[off:off + len(c)])
+            off += len(c)
+        return out
+
+    def _close_ctx(self) -> None:
+        if self.batch is not None:
+            self.batch.close()
+            self.batch = None
+        if self.ctx is not None:
+            self.ctx.close()
+            self.ctx = None
+
+    def close(self) -> None:
+        """Free batch, then context, then model. Safe to call twice."""
+        self._close_ctx()
+        self.model.close()
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,174 @@
+"""Test-only restatement of the authors' loops, written the way their code reads.
+
+LLaDA ``generate()`` (block schedule) and Dream ``diffusion_generate()`` (timestep schedule),
+re-expressed in numpy over a whole-canvas logits array. It consumes randomness in the order the
+engine documents (per sequence and step: Gumbel uniforms [n_candidates, V] when temperature > 0,
+then uniforms [n] for 'random' confidence, then [n] for 'origin' reveals, then [n] for alg_temp),
+so runs with temperature can be compared too. It returns the canvas after every forward pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS_LOG = 1e-10
+
+
+def _softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _top_p(z, top_p):
+    out = z.copy()
+    for r in range(z.shape[0]):
+        order = np.argsort(-z[r], kind="stable")
+        probs = _softmax(z[r][order])
+        cum = np.cumsum(probs)
+        remove = cum > top_p
+        remove[1:] = remove[:-1].copy()
+        remove[0] = False
+        out[r, order[remove]] = -np.inf
+    return out
+
+
+def _top_k(z, k):
+    out = z.copy()
+    for r in range(z.shape[0]):
+        kth = np.sort(z[r])[::-1][k - 1]
+        out[r, z[r] < kth] = -np.inf
+    return out
+
+
+def _model_logits(forward, x, prompt_index, mask_id, cfg, shift):
+    if cfg > 0:
+        un_x = x.copy()
+        un_x[prompt_index] = mask_id
+        cond, uncond = forward([x, un_x])
+        cond = np.asarray(cond, np.float32)
+        uncond = np.asarray(uncond, np.float32)
+        logits = uncond + np.float32(cfg + 1) * (cond - uncond)
+    else:
+        logits = np.asarray(forward([x])[0], np.float32)
+    if shift:
+        logits = np.concatenate([logits[:1], logits[:-1]], axis=0)
+    return logits.astype(np.float64)
+
+
+def _select(conf, k, alg_temp, rng):
+    if alg_temp > 0:
+        keys = conf / alg_temp - np.log(-np.log(rng.random(conf.size)))
+    else:
+        keys = conf
+    return np.argsort(-keys, kind="stable")[:k]
+
+
+def llada_generate(forward, canvas, gen_start, *, steps, block_length, mask_id, temperature=0.0,
+                   cfg=0.0, remasking="low_confidence", shift=False, alg_temp=0.0, top_k=0, top_p=1.0,
+                   seed=0):
+    """LLaDA's semi-autoregressive loop, generalised to the algorithms dlm offers."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    x = np.array(canvas, dtype=np.int64)
+    prompt_index = x != mask_id
+    gen_length = len(x) - gen_start
+    assert gen_length % block_length == 0
+    num_blocks = gen_length // block_length
+    assert steps % num_blocks == 0
+    steps_per_block = steps // num_blocks
+    history = []
+    for b in range(num_blocks):
+        bs, be = gen_start + b * block_length, gen_start + (b + 1) * block_length
+        mask_num = int((x[bs:be] == mask_id).sum())
+        base, rem = divmod(mask_num, steps_per_block)
+        counts = [base + (1 if i < rem else 0) for i in range(steps_per_block)]
+        for i in range(steps_per_block):
+            mask_index = x == mask_id
+            logits = _model_logits(forward, x, prompt_index, mask_id, cfg, shift)
+            cand = np.flatnonzero(mask_index[:be])
+            k = counts[i]
+            if cand.size == 0 or (k == 0 and remasking != "origin"):
+                history.append(x.copy())
+                continue
+            z = logits[cand] / temperature if temperature > 0 else logits[cand].copy()
+            if 0 < top_p < 1:
+                z = _top_p(z, top_p)
+            if top_k > 0:
+                z = _top_k(z, top_k)
+            if temperature > 0:
+                # LLaDA add_gumbel_noise: exp(logits) / (-log U)^T, in float64, on the untempered logits
+                zl = z * temperature
+                u = rng.random(zl.shape)
+                x0 = np.argmax(np.exp(zl) / (-np.log(u)) ** temperature, axis=-1)
+            else:
+                x0 = np.argmax(z, axis=-1)
+            p = _softmax(logits[cand])  # LLaDA: confidence from the plain softmax of the logits
+            if remasking in ("low_confidence", "origin"):
+                conf = p[np.arange(cand.size), x0]
+            elif remasking == "margin":
+                s = np.sort(p, axis=-1)
+                conf = s[:, -1] - s[:, -2]
+            elif remasking == "entropy":
+                conf = (p * np.log(p + EPS_LOG)).sum(-1)
+            if remasking == "random":
+                conf = rng.random(cand.size)
+            if remasking == "origin":
+                prob = 1.0 if i == steps_per_block - 1 else k / cand.size
+                sel = np.flatnonzero(rng.random(cand.size) < prob)
+            else:
+                sel = _select(conf, min(k, cand.size), alg_temp, rng)
+            x[cand[sel]] = x0[sel]
+            history.append(x.copy())
+    return history
+
+
+def dream_generate(forward, canvas, gen_start, *, steps, mask_id, eps=1e-3, alg="maskgit_plus",
+                   temperature=0.0, top_p=None, top_k=None, alg_temp=None, cfg=0.0, shift=True, seed=0):
+    """Dream's timestep loop."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    x = np.array(canvas, dtype=np.int64)
+    prompt_index = x != mask_id
+    timesteps = np.linspace(1, eps, steps + 1)
+    history = []
+    for i in range(steps):
+        mask_index = x == mask_id
+        logits = _model_logits(forward, x, prompt_index, mask_id, cfg, shift)
+        cand = np.flatnonzero(mask_index)
+        if cand.size == 0:
+            history.append(x.copy())
+            continue
+        t, s = timesteps[i], timesteps[i + 1]
+        num_mask = cand.size
+        k = int(num_mask * (1 - s / t)) if i < steps - 1 else num_mask
+        if k == 0 and alg != "origin":
+            history.append(x.copy())
+            continue
+        z = logits[cand]
+        if temperature > 0:
+            z = z / temperature
+        if top_p is not None and top_p < 1:
+            z = _top_p(z, top_p)
+        if top_k is not None and top_k > 0:
+            z = _top_k(z, top_k)
+        probs = _softmax(z)
+        if temperature > 0:
+            u = rng.random(z.shape)
+            x0 = np.argmax(z - np.log(-np.log(u)), axis=-1)  # a draw from Categorical(probs)
+        else:
+            x0 = np.argmax(probs, axis=-1)
+        conf = probs[np.arange(cand.size), x0]
+        if alg == "topk_margin":
+            srt = np.sort(probs, axis=-1)
+            conf = srt[:, -1] - srt[:, -2]
+        elif alg == "entropy":
+            conf = (probs * np.log(probs + EPS_LOG)).sum(-1)
+        if alg == "random":
+            conf = rng.random(cand.size)
+        if alg == "origin":
+            p_transfer = 1 - s / t if i < steps - 1 else 1
+            sel = np.flatnonzero(rng.random(cand.size) < p_transfer)
+        else:
+            sel = _select(conf, k, alg_temp or 0.0, rng)
+        x[cand[sel]] = x0[sel]
+        history.append(x.copy())
+    return history
