@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import os
 import random
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -37,14 +36,17 @@ def draw(rng: random.Random, kind: str) -> tuple[str, str]:
 
 
 def answers(argv_for_prompt, prompts):
-    """Run the CLI once per prompt, two at a time (CI has two cores); returns decoded stdouts."""
-    def one(p):
+    """Run the CLI once per prompt; returns decoded stdouts.
+
+    One at a time: llama.cpp's worker threads spin while they wait, so two runs side by side on a
+    two-core machine slow each other down many times over.
+    """
+    outs = []
+    for p in prompts:
         r = run_dlm(*argv_for_prompt(p))
         assert r.returncode == 0, r.stderr.decode()
-        return r.stdout.decode()
-
-    with ThreadPoolExecutor(2) as pool:
-        return list(pool.map(one, prompts))
+        outs.append(r.stdout.decode())
+    return outs
 
 
 def score(outs, expected):
@@ -76,10 +78,10 @@ def test_default_model_is_tiny_llada():
 def test_raw_lines_continue(model):
     """--raw 'reverse WORD =' -> ' DROW' and 'add A B =' -> ' SUM' (the pre-training line format)."""
     rng = random.Random(f"{SEED}:{model}:raw")
-    items = [draw(rng, k) for k in ("reverse", "add") for _ in range(8)]
+    items = [draw(rng, k) for k in ("reverse", "add") for _ in range(5)]
     outs = answers(lambda q: ("generate", "--raw", "-m", model, q + " ="), [q for q, _ in items])
     acc, wrong = score(outs, [f" {a}\n" for _, a in items])
-    assert acc >= 14 / 16, f"{model} raw: DLM_TEST_SEED={SEED}; wrong: {wrong}"
+    assert acc >= 9 / 10, f"{model} raw: DLM_TEST_SEED={SEED}; wrong: {wrong}"
 
 
 @pytest.mark.parametrize("model", MODELS)
