@@ -143,6 +143,24 @@ def test_prompt_is_never_touched_and_commits_are_final():
         assert np.array_equal(after[kept], before[kept])
 
 
+@pytest.mark.parametrize("algorithm", list(LLADA_ALG))
+@pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (0.8, 1.0), (0.5, 0.9)])
+@pytest.mark.parametrize("schedule", ["block", "timestep"])
+def test_a_model_that_predicts_the_mask_never_commits_it(schedule, temperature, top_p, algorithm):
+    class LovesMask(ScriptedModel):
+        def logits(self, x):
+            out = super().logits(x)
+            out[:, MASK] += 30.0  # the mask beats every real token everywhere
+            return out
+
+    canvas, gs = make_canvas(gen=8)
+    params = GenerationParams(gen_length=8, steps=4, block_length=4, schedule=schedule, algorithm=algorithm,
+                              temperature=temperature, top_p=top_p, seed=2).validate()
+    history = run_engine(params, canvas, gs, False, LovesMask())
+    assert len(history) == 4
+    assert not (history[-1] == MASK).any()
+
+
 def test_block_schedule_commits_inside_active_block_only():
     canvas, gs = make_canvas(gen=12)
     model = ScriptedModel()

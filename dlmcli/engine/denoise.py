@@ -121,7 +121,7 @@ def denoise_batch(canvases: Sequence[np.ndarray], gen_starts: Sequence[int], par
                 last = step_no == p.steps - 1
                 reveal_p = 1.0 if last else 1.0 - ts[step_no + 1] / ts[step_no]
 
-            chosen, tok, conf = _choose(rows, masked, k, reveal_p, p, convention, dynamic, s.rng)
+            chosen, tok, conf = _choose(rows, masked, k, reveal_p, p, convention, dynamic, s.rng, vocab.mask_id)
             s.canvas[chosen] = tok
             s.step_in_block += 1
             block_now = s.block
@@ -143,12 +143,20 @@ def denoise_batch(canvases: Sequence[np.ndarray], gen_starts: Sequence[int], par
         yield out
 
 
-def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic, rng):
+def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic, rng, mask_id):
     """Pick positions to commit; returns (positions, tokens, confidences)."""
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0))
     if masked.size == 0 or (k == 0 and not dynamic and p.algorithm != "origin"):
         return empty
     idx, conf = sample(rows, p.algorithm, p.temperature, p.top_k, p.top_p, convention, rng)
+    picked_mask = idx == mask_id
+    if picked_mask.any():
+        # The authors' code would commit the mask itself (a trained model never predicts it; a random
+        # or broken one can). Only those rows are redrawn without it, so every other run is unchanged.
+        again = np.array(rows[picked_mask], dtype=np.float32)
+        again[:, mask_id] = -np.inf
+        idx[picked_mask], conf[picked_mask] = sample(again, p.algorithm, p.temperature, p.top_k, p.top_p,
+                                                     convention, rng)
     if p.algorithm == "random":
         conf = rng.random(masked.size)  # LLaDA 'random' remasking: uniform confidence
     if p.algorithm == "origin":
