@@ -232,3 +232,16 @@ def test_batch_matches_single_runs():
 def test_validation_names_the_flag(kwargs, flag):
     with pytest.raises(UsageError, match=flag):
         GenerationParams(**kwargs).validate()
+
+
+def test_steps_beyond_the_length_are_skipped_by_early_stop_only():
+    # Block schedule: once a block has no mask left, its remaining passes could change nothing.
+    # (Dream's timestep schedule keeps masks until its last steps, so nothing is skipped there.)
+    canvas, gs = make_canvas(gen=4)
+    vocab = VocabInfo(mask_id=MASK, shift=False)  # no end-of-generation token: only empty passes can go
+    kw = dict(gen_length=4, steps=40, block_length=2, schedule="block", seed=1)
+    full = list(denoise(canvas, gs, GenerationParams(**kw).validate(), ScriptedModel(), vocab))
+    short = list(denoise(canvas, gs, GenerationParams(**kw, early_stop=True).validate(), ScriptedModel(), vocab))
+    assert len(full) == 40  # what was asked, faithfully
+    assert len(short) <= 4 < len(full)
+    assert np.array_equal(short[-1].canvas, full[-1].canvas)  # skipped passes could change nothing

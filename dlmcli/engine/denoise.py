@@ -187,19 +187,22 @@ def _advance(s: _Seq, p, block_length, n_blocks, steps_per_block, vocab: VocabIn
              dynamic) -> np.ndarray:
     """Move to the next block or finish; returns positions filled by early stop (usually none)."""
     none = np.zeros(0, np.int64)
+    # A pass over a block (or canvas) with no mask left commits nothing and draws no randomness;
+    # threshold decoding and early stop skip such passes (--steps far above the length, for one).
+    skip_empty = dynamic or p.early_stop
     if p.early_stop and trim_at_eog:
         filled = _settle_answer(s, vocab)
         if filled is not None:
             s.finished = True
             return filled
     if p.schedule == "timestep":
-        if s.step_in_block >= p.steps or (dynamic and not (s.canvas[s.gen_start:] == vocab.mask_id).any()):
+        if s.step_in_block >= p.steps or (skip_empty and not (s.canvas[s.gen_start:] == vocab.mask_id).any()):
             s.finished = True
         return none
     while True:
         b_start = s.gen_start + s.block * block_length
         block_open = (s.canvas[b_start:b_start + block_length] == vocab.mask_id).any()
-        if s.step_in_block < steps_per_block and (block_open or not dynamic):
+        if s.step_in_block < steps_per_block and (block_open or not skip_empty):
             return none
         s.block += 1
         if s.block >= n_blocks:
