@@ -149,6 +149,8 @@ class Model:
                              f"or outside the vocabulary); it cannot be used for diffusion")
         if mask >= m.n_vocab:
             raise ModelError(f"{self.name} declares mask token {mask}, outside its vocabulary of {m.n_vocab}")
+        if m.n_ctx_train <= 0:  # a u32 past 2^31 reads back negative
+            raise ModelError(f"{self.name} declares a context length of {m.n_ctx_train}; its metadata is broken")
         shift_raw = m.meta("diffusion.shift_logits")
         if shift_raw is None:
             self.shift = self.arch not in defaults.UNSHIFTED_FAMILIES

@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import GenerationError, UsageError
 from .events import Step
 from .params import GenerationParams
 from .schedule import block_transfer_counts, threshold_count, timestep_transfer_count, timesteps
@@ -149,6 +149,9 @@ def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic,
     if masked.size == 0 or (k == 0 and not dynamic and p.algorithm != "origin"):
         return empty
     idx, conf = sample(rows, p.algorithm, p.temperature, p.top_k, p.top_p, convention, rng)
+    if np.isnan(conf).any():  # O(n): a NaN or infinite logit makes its row's confidence NaN
+        raise GenerationError("the model produced NaN or infinite logits; its weights are probably corrupt "
+                              "(try another copy or quant of the model)")
     picked_mask = idx == mask_id
     if picked_mask.any():
         # The authors' code would commit the mask itself (a trained model never predicts it; a random
