@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -12,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import DlmError, UsageError
+from .render import MAX_DELAY
 
 app = typer.Typer(
     name="dlm",
@@ -24,6 +26,8 @@ app = typer.Typer(
 )
 
 EXIT_INTERRUPTED = 130
+# Writes that fail because of the machine (disk full, quota, I/O error), not because of a bug.
+_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
 
 
 @app.callback()
@@ -52,6 +56,11 @@ def boundary(fn):
         except BrokenPipeError:
             _quiet_broken_pipe()
             raise typer.Exit(0)
+        except OSError as e:
+            if e.errno not in _WRITE_FAILURES:
+                raise  # anything else is a bug: keep the traceback
+            err(f"Error: cannot write {e.filename or 'the output'}: {e.strerror}")
+            raise typer.Exit(1)
 
     return wrapper
 
@@ -127,7 +136,7 @@ def generate(
     raw: Annotated[bool, typer.Option("--raw", help="Skip the chat template: the prompt is the text.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the answer.")] = False,
     visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Live view of the denoising (default: when stderr is a terminal).")] = None,
-    delay: Annotated[float, typer.Option("--delay", min=0.0, help="Seconds to pause between steps, to follow along.")] = 0.0,
+    delay: Annotated[float, typer.Option("--delay", min=0.0, max=MAX_DELAY, help="Seconds to pause between steps, to follow along.")] = 0.0,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Write every step to this JSON Lines file (see 'dlm replay').")] = None,
     pull: Annotated[bool, typer.Option("--pull", help="Download the model first if it is not in the cache.")] = False,
     ngl: NglOpt = -1,
@@ -239,16 +248,52 @@ def _register_extensions() -> None:
     register_render(app)
 
 
+class _ClosedStdout:
+    """sys.stdout when the shell closed it (>&-): the first write is one clear error."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def write(self, text: str) -> int:
+        raise DlmError("standard output is closed (>&-): there is nowhere to write the result")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _guard_std_streams() -> None:
+    """Give closed fds 0-2 to /dev/null, so no file opened later (a trace, the model) takes their number."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself once those below are open
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
+    if sys.stderr is None:  # 2>&-: messages are dropped, exit codes still tell
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")
+
+
 def main() -> None:
-    _register_extensions()
-    for info in app.registered_commands:
-        if info.callback is not None and not hasattr(info.callback, "__wrapped__"):
-            info.callback = boundary(info.callback)
+    _guard_std_streams()
     try:
+        _register_extensions()
+        for info in app.registered_commands:
+            if info.callback is not None and not hasattr(info.callback, "__wrapped__"):
+                info.callback = boundary(info.callback)
         app()
     except DlmError as e:  # raised outside a command (e.g. while registering)
         err(f"Error: {e}")
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C while starting up, before a command's boundary
+        err("Interrupted.")
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":
