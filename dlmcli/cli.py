@@ -74,6 +74,23 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+def check_utf8(text: Optional[str], what: str) -> Optional[str]:
+    """Arguments arrive as bytes; Python keeps undecodable ones as lone surrogates. Refuse them here."""
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = text.encode("utf-8", "surrogateescape")
+            try:
+                raw.decode("utf-8")
+                start = None
+            except UnicodeDecodeError as e:
+                start = e.start
+            where = f" (byte {start})" if start is not None else ""
+            raise DlmError(f"{what} is not valid UTF-8{where}; convert it first, e.g. with iconv") from None
+    return text
+
+
 def read_prompt(argument: Optional[str]) -> str:
     """PROMPT from the argument, from stdin when it is not a terminal, or both (stdin first)."""
     parts = []
@@ -88,7 +105,7 @@ def read_prompt(argument: Optional[str]) -> str:
         if text:
             parts.append(text)
     if argument:
-        parts.append(argument)
+        parts.append(check_utf8(argument, "the PROMPT argument"))
     if not parts:
         raise UsageError("no prompt: pass PROMPT as an argument or pipe it on stdin")
     return "\n\n".join(parts)
@@ -145,6 +162,7 @@ def generate(
 ):
     """Generate an answer by denoising a canvas of masks."""
     text = read_prompt(prompt)
+    check_utf8(system, "--system")
     overrides = dict(gen_length=gen_length, steps=steps, block_length=block_length, schedule=schedule,
                      algorithm=algorithm, alg_temp=alg_temp, temperature=temperature, top_k=top_k, top_p=top_p,
                      cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
