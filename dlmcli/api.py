@@ -173,6 +173,12 @@ class Model:
                     continue  # a malformed hint is ignored, not fatal
                 if value > 0:
                     self.model_defaults[key.split(".", 1)[1]] = value
+        # A block hint that does not divide the file's own length is a broken hint, not the user's error.
+        family = defaults.FAMILY_DEFAULTS.get(self.arch, defaults.FAMILY_DEFAULTS["llada"])
+        length = self.model_defaults.get("gen_length", family["gen_length"])
+        block = self.model_defaults.get("block_length")
+        if block and length % block:
+            del self.model_defaults["block_length"]
 
     # --- text <-> tokens --------------------------------------------------------------------
     def detokenize(self, tokens: Sequence[int]) -> str:
