@@ -1,6 +1,7 @@
 """dlm: run diffusion language models from GGUF files.
 
-Public API: ``load``, ``generate``, ``Model``, ``Generation``, ``Result``, ``Step``,
+Public API: ``load``, ``generate``, ``infill``, ``Model``, ``Generation``, ``Result``,
+``InfillGeneration``, ``InfillResult``, ``FilledSpan``, ``Step``,
 ``GenerationParams`` and the errors in ``dlmcli.errors``. Imported lazily so that ``dlm --help``
 and the engine stay light.
 """
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_API = {"load", "generate", "Model", "Generation", "Result", "Timings"}
+_API = {"load", "generate", "Model", "Generation", "Result", "Timings",
+        "infill", "InfillGeneration", "InfillResult", "FilledSpan"}
 
 
 def __getattr__(name):

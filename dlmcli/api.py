@@ -6,10 +6,13 @@ A ladder from primitive to convenient:
   ``Generation.result()`` then gives the ``Result``.
 - ``Model.generate(prompt, ...)`` -> ``Result``.
 - ``generate(prompt, model=...)`` -> ``Result``: load, run, close.
+- ``Model.infill(text, ...)`` -> ``InfillGeneration`` (its ``result()`` is an ``InfillResult``) and
+  ``infill(text, model=...)``: fill the ``[MASK:N]`` spans of a text (docs/infill.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,7 @@ from .runtime.llama import ALL_LAYERS, Runtime  # first: llama_cpp before numpy
 import numpy as np  # noqa: E402
 
 from . import defaults
+from . import infill as infill_text
 from .engine.denoise import VocabInfo, denoise_batch
 from .engine.events import Step
 from .engine.params import GenerationParams
@@ -58,8 +62,37 @@ class Result:
         }
 
 
+@dataclass(frozen=True)
+class FilledSpan:
+    """One ``[MASK:N]`` span of an infill, filled."""
+
+    position: int  # canvas index of the span's first token
+    length: int  # tokens in the span (N)
+    tokens: list[int]  # the ids the model put there
+    text: str  # those ids detokenized on their own (end-of-generation tokens show as nothing)
+    offset: int  # character offset of this fill in the result's text
+
+
+@dataclass(frozen=True)
+class InfillResult(Result):
+    """A finished infill. The whole canvas is the answer: ``prompt_tokens`` is the initial canvas
+    (mask ids at the spans), ``tokens`` the filled canvas, ``text`` the user's fixed text verbatim
+    with each span's fill in place, ``finish_reason`` always "filled" (nothing is trimmed)."""
+
+    spans: tuple[FilledSpan, ...] = ()
+
+    def to_json(self) -> dict:
+        out = super().to_json()
+        out["spans"] = [{"position": sp.position, "length": sp.length, "tokens": sp.tokens, "text": sp.text,
+                         "offset": sp.offset} for sp in self.spans]
+        return out
+
+
 class Generation:
     """One run in progress: iterate for steps; ``result()`` finishes it and returns the Result."""
+
+    fixed: tuple[int, ...] = ()  # canvas positions the user pinned (--force text, infill's fixed text)
+    forced: tuple[tuple[int, int, str], ...] = ()  # --force: (start, end) in the generated region, text
 
     def __init__(self, model: "Model", prompt_tokens: list[int], canvas: np.ndarray, gen_start: int,
                  params: GenerationParams, trim: bool):
@@ -112,6 +145,43 @@ class Generation:
             text=self.model.detokenize(gen), steps=self._passes, finish_reason=finish,
             timings=Timings(total, self._forward_s, self._sampling_s), params=self.params,
             canvas=[int(t) for t in canvas],
+        )
+
+
+class InfillGeneration(Generation):
+    """An infill in progress: the engine fills every mask of the canvas and trims nothing."""
+
+    def __init__(self, model: "Model", canvas: np.ndarray, params: GenerationParams,
+                 pieces: list, span_positions: list[int], fixed: tuple[int, ...]):
+        super().__init__(model, [int(t) for t in canvas], canvas, span_positions[0], params, trim=False)
+        self.pieces = pieces
+        self.span_positions = span_positions
+        self.fixed = fixed
+
+    def result(self) -> InfillResult:
+        for _ in self:
+            pass
+        canvas = [int(t) for t in (self.last.canvas if self.last is not None else self.initial_canvas)]
+        fills, spans, offset = [], [], 0
+        positions = iter(self.span_positions)
+        for piece in self.pieces:
+            if isinstance(piece, str):
+                offset += len(piece)
+                continue
+            pos = next(positions)
+            toks = canvas[pos:pos + piece.length]
+            # Each fill is detokenized on its own and the fixed text is the user's own string, so
+            # no tokenize/detokenize round trip can alter what the user wrote.
+            text = self.model.detokenize(toks)
+            fills.append(text)
+            spans.append(FilledSpan(pos, piece.length, toks, text, offset))
+            offset += len(text)
+        total = (self._t_end or time.perf_counter()) - (self._t0 or time.perf_counter())
+        return InfillResult(
+            model=self.model.name, prompt_tokens=list(self.prompt_tokens), tokens=canvas,
+            text=infill_text.render(self.pieces, fills), steps=self._passes, finish_reason="filled",
+            timings=Timings(total, self._forward_s, self._sampling_s), params=self.params, canvas=canvas,
+            spans=tuple(spans),
         )
 
 
@@ -195,6 +265,10 @@ class Model:
             return self.runtime.tokenize(prompt, add_special=True, parse_special=False)
         messages = ([{"role": "system", "content": system}] if system else []) + \
             [{"role": "user", "content": prompt}]
+        return self._template_tokens(messages)
+
+    def _template_tokens(self, messages: list[dict]) -> list[int]:
+        """The chat template over MESSAGES plus the generation prompt, tokenized (BOS as the model wants)."""
         bos = self.runtime.piece(self.runtime.bos_id, special=True).decode("utf-8", "replace") \
             if self.runtime.bos_id >= 0 else ""
         eos = self.runtime.piece(self.runtime.eos_id, special=True).decode("utf-8", "replace") \
@@ -211,8 +285,14 @@ class Model:
 
     def denoise(self, prompt: str | None = None, *, prompt_tokens: Sequence[int] | None = None,
                 system: str | None = None, raw: bool = False, params: GenerationParams | None = None,
-                **overrides) -> Generation:
-        """Start a generation; iterate the returned object for steps."""
+                force: Sequence[tuple[int, str]] | None = None, **overrides) -> Generation:
+        """Start a generation; iterate the returned object for steps.
+
+        ``force``: (offset, text) pairs; each text is placed at that token offset of the generated
+        region before the first pass and is never masked, so every step sees it (the LLaDA demo's
+        constraints). The answer still ends at its first end-of-generation token, even one before
+        a forced text; ``Generation.forced`` lets a caller notice that.
+        """
         if params is None:
             params = self.params(**overrides)
         elif overrides:
@@ -231,7 +311,100 @@ class Model:
         if any(t == self.vocab_info.mask_id for t in prompt_tokens):
             raise UsageError("the prompt contains the model's mask token; use 'dlm infill' to fill masks")
         canvas = np.array(prompt_tokens + [self.vocab_info.mask_id] * params.gen_length, dtype=np.int32)
-        return Generation(self, prompt_tokens, canvas, len(prompt_tokens), params, trim=True)
+        forced = self._place_forced(canvas, len(prompt_tokens), params.gen_length, force or ())
+        gen = Generation(self, prompt_tokens, canvas, len(prompt_tokens), params, trim=True)
+        gen.forced = tuple(forced)
+        gen.fixed = tuple(len(prompt_tokens) + i for start, end, _ in forced for i in range(start, end))
+        return gen
+
+    def _place_forced(self, canvas: np.ndarray, gen_start: int, gen_length: int,
+                      force: Sequence[tuple[int, str]]) -> list[tuple[int, int, str]]:
+        """Write each forced text into CANVAS; returns (start, end, text) as region offsets."""
+        placed: list[tuple[int, int, str]] = []
+        for pos, text in force:
+            flag = f"--force {pos}:{text}"
+            toks = self.runtime.tokenize(text, add_special=False, parse_special=False)
+            if not toks:
+                raise UsageError(f"{flag}: the text is empty")
+            end = pos + len(toks)
+            if pos < 0 or end > gen_length:
+                raise UsageError(f"{flag} does not fit: it covers offsets {pos}..{end - 1} ({len(toks)} tokens) "
+                                 f"but the generated region is 0..{gen_length - 1} (--gen-length {gen_length})")
+            for start, stop, other in placed:
+                if pos < stop and start < end:
+                    raise UsageError(f"{flag} overlaps --force {start}:{other} (offsets {start}..{stop - 1}); "
+                                     f"move one of them")
+            canvas[gen_start + pos:gen_start + end] = toks
+            placed.append((pos, end, text))
+        return placed
+
+    # --- infilling --------------------------------------------------------------------------
+    def infill_params(self, region: int, n_masks: int, **overrides) -> GenerationParams:
+        """Defaults for an arbitrary mask layout: one block over [first mask, end of canvas) and one
+        pass per masked position (each pass commits one token), unless the user says otherwise.
+        A --block-length that does not divide the region leaves a shorter last block."""
+        user = {k: v for k, v in overrides.items() if v is not None}
+        if "gen_length" in user:
+            raise UsageError("--gen-length does not apply to infill: the [MASK:N] spans set the length")
+        block = user.pop("block_length", region)
+        if block < 1:
+            raise UsageError(f"--block-length must be at least 1 (got {block})")
+        block = min(block, region)
+        n_blocks = -(-region // block)
+        user.setdefault("steps", -(-n_masks // n_blocks) * n_blocks)
+        params = defaults.resolve(self.arch, self.model_defaults, dict(user, gen_length=region,
+                                                                       block_length=region))
+        if params.schedule == "block" and params.steps % n_blocks:
+            lo = max(n_blocks, params.steps - params.steps % n_blocks)
+            raise UsageError(f"--steps {params.steps} does not split evenly over the {n_blocks} blocks that "
+                             f"--block-length {block} makes of the {region} infill positions; use a multiple "
+                             f"of {n_blocks} (e.g. {lo} or {lo + n_blocks})")
+        # Early stop is about trimming at end-of-generation, which an infill never does.
+        return dataclasses.replace(params, block_length=block, early_stop=False)
+
+    def infill(self, text: str, *, chat: bool = False, user: str | None = None, system: str | None = None,
+               params: GenerationParams | None = None, **overrides) -> InfillGeneration:
+        """Fill the ``[MASK]`` / ``[MASK:N]`` spans of TEXT; iterate the returned object for steps.
+
+        The canvas is BOS + TEXT's tokens with N mask ids per span; fixed pieces are tokenized one
+        by one, so no token crosses a span's edge. With ``chat`` it is the chat template's opening
+        (optional system and user turns, then the assistant's header) followed by TEXT as the
+        assistant's turn. The engine's generated region starts at the first mask.
+        """
+        pieces = infill_text.parse(text)
+        if not chat and (user is not None or system is not None):
+            raise UsageError("--user and --system set turns of the chat template; add --chat")
+        if chat and self.chat_template:
+            messages = ([{"role": "system", "content": system}] if system is not None else []) + \
+                ([{"role": "user", "content": user}] if user is not None else [])
+            prefix = self._template_tokens(messages)
+        else:
+            rt = self.runtime
+            prefix = [rt.bos_id] if rt.add_bos and rt.bos_id >= 0 else []
+        parts = [p if isinstance(p, infill_text.Span) else
+                 self.runtime.tokenize(p, add_special=False, parse_special=False) for p in pieces]
+        total = len(prefix) + sum(p.length if isinstance(p, infill_text.Span) else len(p) for p in parts)
+        limit = self.n_ctx_train or 1 << 20  # checked before any list of that size is built
+        if total > limit:
+            longest = max(infill_text.spans(pieces), key=lambda sp: sp.length)
+            raise UsageError(f"the text and its spans need {total} positions but {self.name} has a context "
+                             f"of {limit}; shorten the spans (the longest is {longest.source} at character "
+                             f"{longest.at})")
+        mask = self.vocab_info.mask_id
+        canvas, span_positions, fixed = list(prefix), [], []
+        for p in parts:
+            if isinstance(p, infill_text.Span):
+                span_positions.append(len(canvas))
+                canvas += [mask] * p.length
+            else:
+                fixed += range(len(canvas), len(canvas) + len(p))
+                canvas += p
+        if params is None:
+            params = self.infill_params(len(canvas) - span_positions[0], canvas.count(mask), **overrides)
+        elif overrides:
+            raise TypeError("pass either params or keyword overrides, not both")
+        return InfillGeneration(self, np.array(canvas, dtype=np.int32), params, pieces, span_positions,
+                                tuple(fixed))
 
     def generate(self, prompt: str | None = None, **kwargs) -> Result:
         return self.denoise(prompt, **kwargs).result()
@@ -270,3 +443,10 @@ def generate(prompt: str, *, model: str | Path = "tiny-llada", **kwargs) -> Resu
     load_kw = {k: kwargs.pop(k) for k in ("n_gpu_layers", "n_threads", "verbose") if k in kwargs}
     with load(model, **load_kw) as m:
         return m.generate(prompt, **kwargs)
+
+
+def infill(text: str, *, model: str | Path = "tiny-llada", **kwargs) -> InfillResult:
+    """One-shot: load the model, fill TEXT's [MASK:N] spans, free everything."""
+    load_kw = {k: kwargs.pop(k) for k in ("n_gpu_layers", "n_threads", "verbose") if k in kwargs}
+    with load(model, **load_kw) as m:
+        return m.infill(text, **kwargs).result()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import DlmError, UsageError
+from .infill import parse as parse_infill, parse_force
 from .render import MAX_DELAY
 
 app = typer.Typer(
@@ -91,7 +93,7 @@ def check_utf8(text: Optional[str], what: str) -> Optional[str]:
     return text
 
 
-def read_prompt(argument: Optional[str]) -> str:
+def read_prompt(argument: Optional[str], name: str = "PROMPT") -> str:
     """PROMPT from the argument, from stdin when it is not a terminal, or both (stdin first)."""
     parts = []
     stdin = sys.stdin
@@ -105,9 +107,9 @@ def read_prompt(argument: Optional[str]) -> str:
         if text:
             parts.append(text)
     if argument:
-        parts.append(check_utf8(argument, "the PROMPT argument"))
+        parts.append(check_utf8(argument, f"the {name} argument"))
     if not parts:
-        raise UsageError("no prompt: pass PROMPT as an argument or pipe it on stdin")
+        raise UsageError(f"no {name.lower()}: pass {name} as an argument or pipe it on stdin")
     return "\n\n".join(parts)
 
 
@@ -155,6 +157,7 @@ def generate(
     visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Live view of the denoising (default: when stderr is a terminal).")] = None,
     delay: Annotated[float, typer.Option("--delay", min=0.0, max=MAX_DELAY, help="Seconds to pause between steps, to follow along.")] = 0.0,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Write every step to this JSON Lines file (see 'dlm replay').")] = None,
+    force: Annotated[Optional[list[str]], typer.Option("--force", help="POS:TEXT: pin TEXT at token offset POS of the answer (repeatable).")] = None,
     pull: Annotated[bool, typer.Option("--pull", help="Download the model first if it is not in the cache.")] = False,
     ngl: NglOpt = -1,
     threads: ThreadsOpt = None,
@@ -163,6 +166,7 @@ def generate(
     """Generate an answer by denoising a canvas of masks."""
     text = read_prompt(prompt)
     check_utf8(system, "--system")
+    forced = [parse_force(f) for f in force or ()]
     overrides = dict(gen_length=gen_length, steps=steps, block_length=block_length, schedule=schedule,
                      algorithm=algorithm, alg_temp=alg_temp, temperature=temperature, top_k=top_k, top_p=top_p,
                      cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
@@ -170,8 +174,8 @@ def generate(
     try:
         with open_model(model, ngl, threads, verbose, pull) as m:
             params = m.params(**overrides)
-            gen = m.denoise(text, system=system, raw=raw, params=params)
-            sinks = _sinks(m, gen, text, visual, delay=delay, trace=writer)
+            gen = m.denoise(text, system=system, raw=raw, params=params, force=forced)
+            sinks = _sinks(m, gen, text, visual, delay=delay, trace=writer, fixed=gen.fixed)
             try:
                 for step in gen:
                     for s in sinks:
@@ -184,6 +188,7 @@ def generate(
     finally:
         if writer is not None:
             writer.close()
+    _warn_cut_forces(gen, result)
     _emit(result, json_out, verbose)
 
 
@@ -205,6 +210,73 @@ def _close_all(sinks) -> None:
             error = error or e
     if error is not None:
         raise error
+
+
+def _warn_cut_forces(gen, result) -> None:
+    # The answer ends at its first end-of-generation token, even one before a forced text.
+    for start, end, text in gen.forced:
+        if end > len(result.tokens):
+            err(f"Warning: the answer ended at token {len(result.tokens)}, before --force {start}:{text}")
+
+
+def borrow_options(source, names: tuple[str, ...]):
+    """Give the decorated command SOURCE's options NAMES, so each option is defined once.
+
+    The command takes them as ``**opts``; Typer reads the combined signature set here.
+    """
+    def decorate(fn):
+        theirs = inspect.signature(source, eval_str=True).parameters
+        own = inspect.signature(fn, eval_str=True)
+        keep = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        fn.__signature__ = own.replace(parameters=keep + [theirs[n] for n in names])
+        return fn
+
+    return decorate
+
+
+_SAMPLING = ("steps", "block_length", "schedule", "algorithm", "alg_temp", "temperature", "top_k", "top_p",
+             "cfg", "eps", "threshold", "factor", "seed")
+_INFILL_SHARED = ("model",) + _SAMPLING + ("system", "json_out", "visual", "delay", "trace", "pull", "ngl",
+                                           "threads", "verbose")
+
+
+@app.command()
+@boundary
+@borrow_options(generate, _INFILL_SHARED)
+def infill(
+    text: Annotated[Optional[str], typer.Argument(help="Text with [MASK] (one token) or [MASK:N] (N tokens) spans; \\[MASK is a literal. Read from stdin too when piped.", show_default=False)] = None,
+    chat: Annotated[bool, typer.Option("--chat", help="Put the text in the assistant's turn of the chat template.")] = False,
+    user: Annotated[Optional[str], typer.Option("--user", help="With --chat: the user's turn before it.")] = None,
+    **opts,
+):
+    """Fill the masked spans of a text; everything else is kept verbatim (see docs/infill.md)."""
+    template = read_prompt(text, "TEXT")
+    parse_infill(template)  # bad placeholders fail before a model is loaded
+    o = opts
+    writer = _trace_writer(o["trace"])
+    try:
+        with open_model(o["model"], o["ngl"], o["threads"], o["verbose"], o["pull"]) as m:
+            gen = m.infill(template, chat=chat, user=user, system=o["system"], **{k: o[k] for k in _SAMPLING})
+            sinks = _sinks(m, gen, template, o["visual"], delay=o["delay"], trace=writer, fixed=gen.fixed)
+            result = _drive(gen, sinks)
+    finally:
+        if writer is not None:
+            writer.close()
+    _emit(result, o["json_out"], o["verbose"])
+
+
+def _drive(gen, sinks: list):
+    """Feed every step to every sink; return the result."""
+    try:
+        for step in gen:
+            for s in sinks:
+                s.step(step)
+        result = gen.result()
+        for s in sinks:
+            s.finish(result)
+    finally:
+        _close_all(sinks)
+    return result
 
 
 def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0.0,

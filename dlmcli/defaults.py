@@ -47,7 +47,9 @@ def resolve(arch: str, model_defaults: dict, overrides: dict) -> GenerationParam
         merged["steps"] = user["gen_length"]
     merged.update(user)
     if "block_length" not in user and merged.get("schedule") == "block":
-        merged["block_length"] = min(merged["block_length"], merged["gen_length"])
+        # Timestep families (Dream) have no block length of their own: fall back to the dataclass's.
+        merged["block_length"] = min(merged.get("block_length", GenerationParams.block_length),
+                                     merged["gen_length"])
     params = GenerationParams(**merged)
     if params.schedule == "block" and "steps" not in user and params.block_length > 0 \
             and params.gen_length % params.block_length == 0:
