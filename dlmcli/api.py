@@ -256,9 +256,6 @@ class Model:
 
     def prompt_tokens(self, prompt: str, *, system: str | None = None, raw: bool = False) -> list[int]:
         """Tokens fed to the model: the chat template applied (unless raw), BOS where the model wants it."""
-        for text in (prompt, system):
-            if text is not None and not _is_utf8(text):
-                raise UsageError("the prompt or system prompt holds lone surrogates, which are not UTF-8 text")
         if raw or not self.chat_template:
             if not raw and self.prompt_format:
                 prompt = self.prompt_format.replace("{prompt}", prompt)
@@ -417,14 +414,6 @@ class Model:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def load(model: str | Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,

@@ -166,7 +166,7 @@ def generate(
     """Generate an answer by denoising a canvas of masks."""
     text = read_prompt(prompt)
     check_utf8(system, "--system")
-    forced = [parse_force(f) for f in force or ()]
+    forced = [parse_force(check_utf8(f, "--force")) for f in force or ()]
     overrides = dict(gen_length=gen_length, steps=steps, block_length=block_length, schedule=schedule,
                      algorithm=algorithm, alg_temp=alg_temp, temperature=temperature, top_k=top_k, top_p=top_p,
                      cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
@@ -251,6 +251,8 @@ def infill(
 ):
     """Fill the masked spans of a text; everything else is kept verbatim (see docs/infill.md)."""
     template = read_prompt(text, "TEXT")
+    check_utf8(user, "--user")
+    check_utf8(opts["system"], "--system")
     parse_infill(template)  # bad placeholders fail before a model is loaded
     o = opts
     writer = _trace_writer(o["trace"])

@@ -178,7 +178,11 @@ class Runtime:
 
     # --- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError("the text holds lone surrogates (undecodable bytes), which are not UTF-8; "
+                             "pass str decoded from valid UTF-8") from None
         cap = len(data) + 8
         buf = (lib.llama_token * cap)()
         n = lib.llama_tokenize(self.model.vocab, data, len(data), buf, cap, add_special, parse_special)
