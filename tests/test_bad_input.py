@@ -110,6 +110,25 @@ ROWS = [
     G("trace-read-only-file", "--trace", "/proc/version", "hi", code=1, needle="cannot write the trace file"),
     G("trace-disk-full", "--trace", "/dev/full", "hi", code=1, needle="No space left on device"),
     G("trace-to-dev-null", "--trace", "/dev/null", "hi", code=0),
+    # --- infill TEXT and --force (parsing: tests/test_infill_parse.py) -------------------------
+    Row("infill-span-zero", ("infill", "-m", "{llada}", "a [MASK:0] b"), 2, "a span needs at least 1"),
+    Row("infill-span-negative", ("infill", "-m", "{llada}", "a [MASK:-3] b"), 2, "a span needs at least 1"),
+    Row("infill-span-garbled", ("infill", "-m", "{llada}", "a [MASK:abc] b"), 2, "bad placeholder"),
+    Row("infill-span-unterminated", ("infill", "-m", "{llada}", "a [MASK b"), 2, "bad placeholder"),
+    Row("infill-span-10-digits", ("infill", "-m", "{llada}", "[MASK:9999999999]"), 2, "longer than any"),
+    Row("infill-span-past-context", ("infill", "-m", "{llada}", "[MASK:999999999]"), 2, "has a context of 128"),
+    Row("infill-no-placeholder", ("infill", "-m", "{llada}", "plain text"), 2, "nothing to fill"),
+    Row("infill-no-text", ("infill", "-m", "{llada}"), 2, "no text"),
+    Row("infill-text-not-utf8", ("infill", "-m", "{llada}", BAD_BYTE + "[MASK]"), 1, "TEXT argument is not valid"),
+    Row("infill-stdin-not-utf8", ("infill", "-m", "{llada}"), 1, "stdin is not valid UTF-8", stdin=b"\xff[MASK]"),
+    Row("infill-user-not-utf8", ("infill", "-m", "{llada}", "--chat", "--user", BAD_BYTE, "[MASK]"), 1,
+        "--user is not valid UTF-8"),
+    Row("infill-user-without-chat", ("infill", "-m", "{llada}", "--user", "hi", "[MASK]"), 2, "add --chat"),
+    G("force-garbled", "--force", "x", "hi", code=2, needle="expected POS:TEXT"),
+    G("force-empty-text", "--force", "3:", "hi", code=2, needle="is empty"),
+    G("force-past-the-region", "--force", "6:abcdef", "hi", code=2, needle="does not fit"),
+    G("force-overlap", "--force", "0:a", "--force", "0:b", "hi", code=2, needle="overlaps"),
+    G("force-not-utf8", "--force", "0:" + BAD_BYTE, "hi", code=1, needle="--force is not valid UTF-8"),
     # --- replay, info, rm, pull, config ---------------------------------------------------------
     Row("replay-garbled", ("replay", "{garbled_trace}"), 1, "not a dlm trace"),
     Row("replay-binary", ("replay", "{binary_trace}"), 1, "not a dlm trace"),
@@ -442,3 +461,13 @@ def test_hf_token_never_in_output_logs_or_traces(paths, tmp_path):
     for r in runs:
         assert SECRET.encode() not in r.stdout + r.stderr and SECRET[3:].encode() not in r.stdout + r.stderr
     assert SECRET not in trace.read_text()
+
+
+def test_api_refuses_text_that_is_not_utf8(gguf_dir):
+    from dlmcli.api import Model
+
+    with Model(gguf_dir / "llada.gguf") as m:
+        for call in (lambda: m.generate("a\udcff", gen_length=4), lambda: m.generate("a", system="\udcff"),
+                     lambda: m.infill("[MASK] b", chat=True, user="\udcff")):
+            with pytest.raises(UsageError, match="not UTF-8"):
+                call()
