@@ -194,7 +194,7 @@ def paths(gguf_dir, tmp_path_factory) -> dict[str, str]:
 
 def _run(row: Row, paths: dict[str, str]) -> subprocess.CompletedProcess:
     args = [a.format(**paths) for a in row.args]
-    return run_dlm(*args, input=row.stdin, env={"HF_HOME": paths["dir"] + "/hf", "DLM_MODEL": ""})
+    return run_dlm(*args, input=row.stdin, env={"HF_HOME": paths["dir"] + "/hf"})
 
 
 @pytest.fixture(scope="module")
