@@ -252,7 +252,7 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("name,value", BAD_VALUES, ids=lambda v: repr(v))
+@pytest.mark.parametrize("name,value", BAD_VALUES, ids=[f"{n}={v!r}" for n, v in BAD_VALUES])
 def test_every_bad_value_names_its_flag(name, value):
     flag = "--" + name.replace("_", "-")
     with pytest.raises(UsageError, match=flag):
@@ -471,3 +471,19 @@ def test_api_refuses_text_that_is_not_utf8(gguf_dir):
                      lambda: m.infill("[MASK] b", chat=True, user="\udcff")):
             with pytest.raises(UsageError, match="not UTF-8"):
                 call()
+
+
+def test_docs_table_and_rows_agree():
+    """docs/reliability.md names every row, and every row it names exists (so the table stays tested)."""
+    import re
+
+    doc = "\n".join(ln for ln in (ROOT / "docs" / "reliability.md").read_text().splitlines() if ln.startswith("|"))
+    named = set()
+    for cell in re.findall(r"\brows? ([A-Za-z0-9^ ,.-]+?)(?:;|\||$)", doc, flags=re.M):
+        named.update(n.strip() for n in cell.split(","))
+    ids = {r.id for r in ROWS}
+    assert named - ids == set(), "the doc names rows that do not exist"
+    assert ids - named == set(), "rows missing from the doc"
+    bad = {f"{n}={v!r}" for n, v in BAD_VALUES}
+    for ref in re.findall(r"\bbad ([a-z_]+)=(\*|[^ ,;|]+)", doc):
+        assert any(b.startswith(f"{ref[0]}=") for b in bad) if ref[1] == "*" else f"{ref[0]}={ref[1]}" in bad, ref
