@@ -47,18 +47,14 @@ def G(id, *args, code, needle="", stdin=b"", usage=False, model="{llada}"):
 
 ROWS = [
     # --- the model file -------------------------------------------------------------------
-    G("model-missing", "hi", model="{missing}", code=1, needle="model file not found"),
     G("model-is-a-directory", "hi", model="{dir}", code=1, needle="is a directory"),
     G("model-empty-name", "hi", model="", code=1, needle="empty model name"),
     G("model-zero-bytes", "hi", model="{zero}", code=1, needle="not a GGUF file"),
-    G("model-not-gguf", "hi", model="{text}", code=1, needle="not a GGUF file"),
     G("model-magic-only", "hi", model="{magic}", code=1, needle="could not load"),
     G("model-truncated-weights", "hi", model="{half}", code=1, needle="truncated or corrupt"),
     G("model-truncated-header", "hi", model="{head}", code=1, needle="truncated or corrupt"),
     G("model-read-fails", "hi", model="/proc/self/mem", code=1, needle="cannot read"),
     G("model-unknown-arch", "hi", model="{unknown_arch}", code=1, needle="architecture"),
-    G("model-autoregressive", "hi", model="{ar}", code=1, needle="autoregressive"),
-    G("model-no-mask-token", "hi", model="{nomask}", code=1, needle="no usable mask token"),
     G("model-mask-outside-vocab", "hi", model="{mask_out}", code=1, needle="no usable mask token"),
     G("model-context-zero", "hi", model="{ctx0}", code=1, needle="context length of 0"),
     G("model-context-past-2^31", "hi", model="{ctx_neg}", code=1, needle="context length of -"),
@@ -70,7 +66,6 @@ ROWS = [
     # --- model names, offline (run_dlm sets HF_HUB_OFFLINE=1) ------------------------------
     G("name-unknown", "hi", model="no-such-model", code=1, needle="unknown model no-such-model"),
     G("name-repo-not-pulled", "hi", model="owner/repo", code=1, needle="not downloaded and HF_HUB_OFFLINE"),
-    G("name-catalog-not-pulled", "hi", model="llada-8b-instruct", code=1, needle="not downloaded"),
     G("name-pull-while-offline", "--pull", "hi", model="owner/repo:Q4_K_M", code=1, needle="HF_HUB_OFFLINE"),
     # --- the prompt ---------------------------------------------------------------------------
     G("prompt-empty-argument", "", code=2, needle="no prompt"),
@@ -103,9 +98,7 @@ ROWS = [
     G("delay-inf", "--delay", "inf", "hi", code=2, needle="'--delay'", usage=True),
     G("unknown-flag", "--bogus", "hi", code=2, needle="No such option: --bogus", usage=True),
     # --- --trace ------------------------------------------------------------------------------
-    G("trace-missing-directory", "--trace", "{nodir}", "hi", code=1, needle="cannot write the trace file"),
     G("trace-is-a-directory", "--trace", "{dir}", "hi", code=1, needle="Is a directory"),
-    G("trace-empty-path", "--trace", "", "hi", code=1, needle="cannot write the trace file"),
     G("trace-under-proc", "--trace", "/proc/dlm-trace.jsonl", "hi", code=1, needle="cannot write the trace file"),
     G("trace-read-only-file", "--trace", "/proc/version", "hi", code=1, needle="cannot write the trace file"),
     G("trace-disk-full", "--trace", "/dev/full", "hi", code=1, needle="No space left on device"),
@@ -131,8 +124,6 @@ ROWS = [
     G("force-not-utf8", "--force", "0:" + BAD_BYTE, "hi", code=1, needle="--force is not valid UTF-8"),
     # --- replay, info, rm, pull, config ---------------------------------------------------------
     Row("replay-garbled", ("replay", "{garbled_trace}"), 1, "not a dlm trace"),
-    Row("replay-binary", ("replay", "{binary_trace}"), 1, "not a dlm trace"),
-    Row("replay-a-gguf", ("replay", "{llada}"), 1, "not a dlm trace"),
     Row("replay-a-directory", ("replay", "{dir}"), 1, "is a directory"),
     Row("replay-speed-subnormal", ("replay", "{empty_trace}", "--speed", "1e-320"), 2, "--speed"),
     Row("info-not-gguf", ("info", "{text}"), 1, "not a GGUF file"),
@@ -140,12 +131,8 @@ ROWS = [
     Row("info-magic-only", ("info", "{magic}"), 1, "truncated or not a GGUF"),
     Row("info-truncated-weights", ("info", "{half}"), 1, "is truncated: its tensors need"),
     Row("info-directory", ("info", "{dir}"), 1, "is a directory"),
-    Row("info-unknown-name", ("info", "no-such-model"), 1, "unknown model"),
-    Row("info-repo-offline", ("info", "owner/repo"), 1, "not downloaded"),
     Row("rm-not-downloaded", ("rm", "-y", "llada-8b-instruct"), 1, "nothing to remove"),
-    Row("rm-unknown-name", ("rm", "-y", "no-such-model"), 1, "unknown model"),
     Row("rm-a-local-file", ("rm", "-y", "{llada}"), 1, "local file, not a pulled model"),
-    Row("pull-unknown-name", ("pull", "no-such-model"), 1, "unknown model"),
     Row("pull-while-offline", ("pull", "owner/repo"), 1, "HF_HUB_OFFLINE is set"),
     Row("config-unknown-key", ("config", "set", "colour", "blue"), 2, "unknown config key"),
     Row("unknown-command", ("frobnicate",), 2, "No such command", usage=True),
@@ -451,10 +438,8 @@ def test_hf_token_never_in_output_logs_or_traces(paths, tmp_path):
     runs = [
         run_dlm("generate", "-m", paths["llada"], "-n", "8", "--verbose", "--trace", trace, "--json", "hi", env=env),
         run_dlm("models", env=env),
-        run_dlm("models", "--json", env=env),
         run_dlm("info", paths["llada"], "--json", env=env),
-        run_dlm("pull", "owner/repo", env=env),  # offline: fails
-        run_dlm("generate", "-m", "owner/repo", "--pull", "hi", env=env),
+        run_dlm("generate", "-m", "owner/repo", "--pull", "hi", env=env),  # offline: fails
         run_dlm("pull", "owner/repo", env={**env, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}),
     ]
     assert runs[0].returncode == 0 and runs[-1].returncode == 1
