@@ -16,10 +16,11 @@ from .native import lib
 
 import numpy as np  # noqa: E402  (after llama_cpp on purpose)
 
-from ..errors import GenerationError, ModelError
+from ..errors import GenerationError, ModelError, UsageError
 
 GGUF_MAGIC = b"GGUF"
 ALL_LAYERS = 999  # llama.cpp clamps to the model's layer count
+MAX_THREADS = 512  # GGML_MAX_N_THREADS; far more threads than cores crashed inside OpenMP
 
 
 def check_gguf_file(path: Path) -> None:
@@ -45,7 +46,7 @@ class LlamaModel:
         self.path = Path(path)
         check_gguf_file(self.path)
         params = lib.llama_model_default_params()
-        params.n_gpu_layers = ALL_LAYERS if n_gpu_layers < 0 else n_gpu_layers
+        params.n_gpu_layers = ALL_LAYERS if n_gpu_layers < 0 else min(n_gpu_layers, ALL_LAYERS)  # C int
         params.progress_callback = native.progress_callback
         with native.interruptible():
             ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
@@ -166,6 +167,8 @@ class Runtime:
 
     def __init__(self, path: Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,
                  verbose: bool = False):
+        if n_threads is not None and not 1 <= n_threads <= MAX_THREADS:
+            raise UsageError(f"--threads must be between 1 and {MAX_THREADS} (got {n_threads})")
         native.init(verbose)
         self.n_threads = n_threads
         self.ctx: LlamaContext | None = None
@@ -175,7 +178,11 @@ class Runtime:
 
     # --- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError("the text holds lone surrogates (undecodable bytes), which are not UTF-8; "
+                             "pass str decoded from valid UTF-8") from None
         cap = len(data) + 8
         buf = (lib.llama_token * cap)()
         n = lib.llama_tokenize(self.model.vocab, data, len(data), buf, cap, add_special, parse_special)
