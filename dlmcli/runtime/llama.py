@@ -38,6 +38,13 @@ def check_gguf_file(path: Path) -> None:
         raise ModelError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
 
 
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 class LlamaModel:
     """A loaded llama.cpp model (weights + vocabulary)."""
 
@@ -104,8 +111,10 @@ class LlamaContext:
         params.n_ubatch = n_tokens  # no KV memory: the whole canvas must fit one micro-batch
         params.n_seq_max = n_seq
         params.no_perf = True
-        if n_threads:
-            params.n_threads = params.n_threads_batch = n_threads
+        # llama.cpp's default is 4 threads whatever the machine; on fewer cores its spinning workers
+        # oversubscribe (seen 5-30x slower on a busy 2-core box). Default to the cores we may use.
+        n_threads = n_threads or available_cores()
+        params.n_threads = params.n_threads_batch = n_threads
         ptr = lib.llama_init_from_model(model.ptr, params)
         if not ptr:
             raise GenerationError(
