@@ -263,6 +263,8 @@ class Model:
                              f"or outside the vocabulary); it cannot be used for diffusion")
         if mask >= m.n_vocab:
             raise ModelError(f"{self.name} declares mask token {mask}, outside its vocabulary of {m.n_vocab}")
+        if m.n_ctx_train <= 0:  # a u32 past 2^31 reads back negative
+            raise ModelError(f"{self.name} declares a context length of {m.n_ctx_train}; its metadata is broken")
         shift_raw = m.meta("diffusion.shift_logits")
         if shift_raw is None:
             self.shift = self.arch not in defaults.UNSHIFTED_FAMILIES
@@ -285,6 +287,12 @@ class Model:
                     continue  # a malformed hint is ignored, not fatal
                 if value > 0:
                     self.model_defaults[key.split(".", 1)[1]] = value
+        # A block hint that does not divide the file's own length is a broken hint, not the user's error.
+        family = defaults.FAMILY_DEFAULTS.get(self.arch, defaults.FAMILY_DEFAULTS["llada"])
+        length = self.model_defaults.get("gen_length", family["gen_length"])
+        block = self.model_defaults.get("block_length")
+        if block and length % block:
+            del self.model_defaults["block_length"]
 
     # --- text <-> tokens --------------------------------------------------------------------
     def detokenize(self, tokens: Sequence[int]) -> str:

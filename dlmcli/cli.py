@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import json
@@ -14,6 +15,7 @@ import typer
 
 from .errors import DlmError, UsageError
 from .infill import parse as parse_infill, parse_force
+from .render import MAX_DELAY
 
 app = typer.Typer(
     name="dlm",
@@ -26,6 +28,8 @@ app = typer.Typer(
 )
 
 EXIT_INTERRUPTED = 130
+# Writes that fail because of the machine (disk full, quota, I/O error), not because of a bug.
+_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
 
 
 @app.callback()
@@ -54,6 +58,11 @@ def boundary(fn):
         except BrokenPipeError:
             _quiet_broken_pipe()
             raise typer.Exit(0)
+        except OSError as e:
+            if e.errno not in _WRITE_FAILURES:
+                raise  # anything else is a bug: keep the traceback
+            err(f"Error: cannot write {e.filename or 'the output'}: {e.strerror}")
+            raise typer.Exit(1)
 
     return wrapper
 
@@ -65,6 +74,23 @@ def _quiet_broken_pipe() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError:
         pass
+
+
+def check_utf8(text: Optional[str], what: str) -> Optional[str]:
+    """Arguments arrive as bytes; Python keeps undecodable ones as lone surrogates. Refuse them here."""
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = text.encode("utf-8", "surrogateescape")
+            try:
+                raw.decode("utf-8")
+                start = None
+            except UnicodeDecodeError as e:
+                start = e.start
+            where = f" (byte {start})" if start is not None else ""
+            raise DlmError(f"{what} is not valid UTF-8{where}; convert it first, e.g. with iconv") from None
+    return text
 
 
 def read_prompt(argument: Optional[str], name: str = "PROMPT") -> str:
@@ -81,7 +107,7 @@ def read_prompt(argument: Optional[str], name: str = "PROMPT") -> str:
         if text:
             parts.append(text)
     if argument:
-        parts.append(argument)
+        parts.append(check_utf8(argument, f"the {name} argument"))
     if not parts:
         raise UsageError(f"no {name.lower()}: pass {name} as an argument or pipe it on stdin")
     return "\n\n".join(parts)
@@ -129,7 +155,7 @@ def generate(
     raw: Annotated[bool, typer.Option("--raw", help="Skip the chat template: the prompt is the text.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the answer.")] = False,
     visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Live view of the denoising (default: when stderr is a terminal).")] = None,
-    delay: Annotated[float, typer.Option("--delay", min=0.0, help="Seconds to pause between steps, to follow along.")] = 0.0,
+    delay: Annotated[float, typer.Option("--delay", min=0.0, max=MAX_DELAY, help="Seconds to pause between steps, to follow along.")] = 0.0,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Write every step to this JSON Lines file (see 'dlm replay').")] = None,
     force: Annotated[Optional[list[str]], typer.Option("--force", help="POS:TEXT: pin TEXT at token offset POS of the answer (repeatable).")] = None,
     pull: Annotated[bool, typer.Option("--pull", help="Download the model first if it is not in the cache.")] = False,
@@ -140,6 +166,7 @@ def generate(
     verbose: VerboseOpt = False,
 ):
     """Generate an answer by denoising a canvas of masks."""
+    check_utf8(system, "--system")
     overrides = dict(gen_length=gen_length, steps=steps, block_length=block_length, schedule=schedule,
                      algorithm=algorithm, alg_temp=alg_temp, temperature=temperature, top_k=top_k, top_p=top_p,
                      cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
@@ -157,7 +184,7 @@ def generate(
                     _emit(r, json_out, verbose, index=i)
         return
     text = read_prompt(prompt)
-    forced = [parse_force(f) for f in force or ()]
+    forced = [parse_force(check_utf8(f, "--force")) for f in force or ()]
     writer = _trace_writer(trace)  # a bad --trace path fails here, before the model loads
     try:
         with open_model(model, ngl, threads, verbose, pull) as m:
@@ -239,6 +266,8 @@ def infill(
 ):
     """Fill the masked spans of a text; everything else is kept verbatim (see docs/infill.md)."""
     template = read_prompt(text, "TEXT")
+    check_utf8(user, "--user")
+    check_utf8(opts["system"], "--system")
     parse_infill(template)  # bad placeholders fail before a model is loaded
     o = opts
     writer = _trace_writer(o["trace"])
@@ -349,16 +378,52 @@ def _register_extensions() -> None:
     register_render(app)
 
 
+class _ClosedStdout:
+    """sys.stdout when the shell closed it (>&-): the first write is one clear error."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def write(self, text: str) -> int:
+        raise DlmError("standard output is closed (>&-): there is nowhere to write the result")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _guard_std_streams() -> None:
+    """Give closed fds 0-2 to /dev/null, so no file opened later (a trace, the model) takes their number."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself once those below are open
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
+    if sys.stderr is None:  # 2>&-: messages are dropped, exit codes still tell
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")
+
+
 def main() -> None:
-    _register_extensions()
-    for info in app.registered_commands:
-        if info.callback is not None and not hasattr(info.callback, "__wrapped__"):
-            info.callback = boundary(info.callback)
+    _guard_std_streams()
     try:
+        _register_extensions()
+        for info in app.registered_commands:
+            if info.callback is not None and not hasattr(info.callback, "__wrapped__"):
+                info.callback = boundary(info.callback)
         app()
     except DlmError as e:  # raised outside a command (e.g. while registering)
         err(f"Error: {e}")
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C while starting up, before a command's boundary
+        err("Interrupted.")
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

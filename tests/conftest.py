@@ -39,3 +39,20 @@ def run_dlm(*args, input: bytes | None = None, env: dict | None = None, timeout:
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", "dlmcli", *map(str, args)], input=input if input is not None
                           else b"", capture_output=True, env=full_env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def llada(gguf_dir):
+    """The random llada model, loaded once per test module."""
+    from dlmcli.api import Model
+
+    with Model(gguf_dir / "llada.gguf") as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def dream(gguf_dir):
+    from dlmcli.api import Model
+
+    with Model(gguf_dir / "dream.gguf") as m:
+        yield m

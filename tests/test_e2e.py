@@ -19,17 +19,6 @@ DREAM_ALG = {"low-confidence": "maskgit_plus", "random": "random", "origin": "or
              "margin": "topk_margin", "entropy": "entropy"}
 
 
-@pytest.fixture(scope="module")
-def llada(gguf_dir):
-    with Model(gguf_dir / "llada.gguf") as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
-def dream(gguf_dir):
-    with Model(gguf_dir / "dream.gguf") as m:
-        yield m
-
 
 def _forward(model):
     return lambda canvases: [np.array(x) for x in model.runtime.forward([np.asarray(c, np.int32) for c in canvases])]

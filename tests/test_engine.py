@@ -143,6 +143,24 @@ def test_prompt_is_never_touched_and_commits_are_final():
         assert np.array_equal(after[kept], before[kept])
 
 
+@pytest.mark.parametrize("algorithm", list(LLADA_ALG))
+@pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (0.8, 1.0), (0.5, 0.9)])
+@pytest.mark.parametrize("schedule", ["block", "timestep"])
+def test_a_model_that_predicts_the_mask_never_commits_it(schedule, temperature, top_p, algorithm):
+    class LovesMask(ScriptedModel):
+        def logits(self, x):
+            out = super().logits(x)
+            out[:, MASK] += 30.0  # the mask beats every real token everywhere
+            return out
+
+    canvas, gs = make_canvas(gen=8)
+    params = GenerationParams(gen_length=8, steps=4, block_length=4, schedule=schedule, algorithm=algorithm,
+                              temperature=temperature, top_p=top_p, seed=2).validate()
+    history = run_engine(params, canvas, gs, False, LovesMask())
+    assert len(history) == 4
+    assert not (history[-1] == MASK).any()
+
+
 def test_block_schedule_commits_inside_active_block_only():
     canvas, gs = make_canvas(gen=12)
     model = ScriptedModel()
@@ -214,3 +232,16 @@ def test_batch_matches_single_runs():
 def test_validation_names_the_flag(kwargs, flag):
     with pytest.raises(UsageError, match=flag):
         GenerationParams(**kwargs).validate()
+
+
+def test_steps_beyond_the_length_are_skipped_by_early_stop_only():
+    # Block schedule: once a block has no mask left, its remaining passes could change nothing.
+    # (Dream's timestep schedule keeps masks until its last steps, so nothing is skipped there.)
+    canvas, gs = make_canvas(gen=4)
+    vocab = VocabInfo(mask_id=MASK, shift=False)  # no end-of-generation token: only empty passes can go
+    kw = dict(gen_length=4, steps=40, block_length=2, schedule="block", seed=1)
+    full = list(denoise(canvas, gs, GenerationParams(**kw).validate(), ScriptedModel(), vocab))
+    short = list(denoise(canvas, gs, GenerationParams(**kw, early_stop=True).validate(), ScriptedModel(), vocab))
+    assert len(full) == 40  # what was asked, faithfully
+    assert len(short) <= 4 < len(full)
+    assert np.array_equal(short[-1].canvas, full[-1].canvas)  # skipped passes could change nothing

@@ -23,17 +23,6 @@ def cid(c: str) -> int:
     return ord(c) - 23  # ggufgen's char vocab: ' ' is id 9, then printable ASCII in order
 
 
-@pytest.fixture(scope="module")
-def llada(gguf_dir):
-    with Model(gguf_dir / "llada.gguf") as m:
-        yield m
-
-
-@pytest.fixture(scope="module")
-def dream(gguf_dir):
-    with Model(gguf_dir / "dream.gguf") as m:
-        yield m
-
 
 def check_filled(r, lengths=(3, 1, 2), pieces=PIECES):
     """Fixed text verbatim around each fill; each span exactly N tokens; no mask left; fixed tokens kept."""

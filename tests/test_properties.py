@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 
 import numpy as np
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from dlmcli.api import Model
 from dlmcli.engine.params import ALGORITHMS, GenerationParams
+from dlmcli.hub import bundled_models
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,30 @@ def param_sets(draw):
 @given(param_sets())
 def test_any_valid_setting_runs_cleanly(models, case):
     kwargs, arch, prompt = case
-    model = models[arch]
+    check_run(models[arch], kwargs, prompt)
+
+
+BUNDLED = bundled_models()
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    with contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(Model(path)) for name, path in BUNDLED.items()}
+
+
+@pytest.mark.skipif(not BUNDLED, reason="no bundled tiny models in dlmcli/models yet")
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(param_sets(), st.sampled_from(sorted(BUNDLED) or ["none"]),
+       st.sampled_from(["reverse hello", "add 12 30", "reverse abcdefghij", "", "sort 3 1 2"]))
+def test_any_valid_setting_runs_cleanly_on_the_bundled_tiny_models(tiny_models, case, name, prompt):
+    """The same properties on trained weights, whose confidences look like a real model's."""
+    kwargs, _arch, _prompt = case
+    check_run(tiny_models[name], kwargs, prompt)
+
+
+def check_run(model, kwargs: dict, prompt: str) -> None:
+    """Never a crash or a mask in the output; commits are final; exactly `steps` passes unless cut short."""
     params = GenerationParams(**kwargs).validate()
     gen = model.denoise(prompt, params=params)
     mask = model.vocab_info.mask_id

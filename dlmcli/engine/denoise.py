@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import GenerationError, UsageError
 from .events import Step
 from .params import GenerationParams
 from .schedule import block_transfer_counts, threshold_count, timestep_transfer_count, timesteps
@@ -122,7 +122,7 @@ def denoise_batch(canvases: Sequence[np.ndarray], gen_starts: Sequence[int], par
                 last = step_no == p.steps - 1
                 reveal_p = 1.0 if last else 1.0 - ts[step_no + 1] / ts[step_no]
 
-            chosen, tok, conf = _choose(rows, masked, k, reveal_p, p, convention, dynamic, s.rng)
+            chosen, tok, conf = _choose(rows, masked, k, reveal_p, p, convention, dynamic, s.rng, vocab.mask_id)
             s.canvas[chosen] = tok
             s.step_in_block += 1
             block_now = s.block
@@ -144,12 +144,23 @@ def denoise_batch(canvases: Sequence[np.ndarray], gen_starts: Sequence[int], par
         yield out
 
 
-def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic, rng):
+def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic, rng, mask_id):
     """Pick positions to commit; returns (positions, tokens, confidences)."""
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0))
     if masked.size == 0 or (k == 0 and not dynamic and p.algorithm != "origin"):
         return empty
     idx, conf = sample(rows, p.algorithm, p.temperature, p.top_k, p.top_p, convention, rng)
+    if np.isnan(conf).any():  # O(n): a NaN or infinite logit makes its row's confidence NaN
+        raise GenerationError("the model produced NaN or infinite logits; its weights are probably corrupt "
+                              "(try another copy or quant of the model)")
+    picked_mask = idx == mask_id
+    if picked_mask.any():
+        # The authors' code would commit the mask itself (a trained model never predicts it; a random
+        # or broken one can). Only those rows are redrawn without it, so every other run is unchanged.
+        again = np.array(rows[picked_mask], dtype=np.float32)
+        again[:, mask_id] = -np.inf
+        idx[picked_mask], conf[picked_mask] = sample(again, p.algorithm, p.temperature, p.top_k, p.top_p,
+                                                     convention, rng)
     if p.algorithm == "random":
         conf = rng.random(masked.size)  # LLaDA 'random' remasking: uniform confidence
     if p.algorithm == "origin":
@@ -180,19 +191,22 @@ def _advance(s: _Seq, p, block_length, n_blocks, steps_per_block, vocab: VocabIn
              dynamic) -> np.ndarray:
     """Move to the next block or finish; returns positions filled by early stop (usually none)."""
     none = np.zeros(0, np.int64)
+    # A pass over a block (or canvas) with no mask left commits nothing and draws no randomness;
+    # threshold decoding and early stop skip such passes (--steps far above the length, for one).
+    skip_empty = dynamic or p.early_stop
     if p.early_stop and trim_at_eog:
         filled = _settle_answer(s, vocab)
         if filled is not None:
             s.finished = True
             return filled
     if p.schedule == "timestep":
-        if s.step_in_block >= p.steps or (dynamic and not (s.canvas[s.gen_start:] == vocab.mask_id).any()):
+        if s.step_in_block >= p.steps or (skip_empty and not (s.canvas[s.gen_start:] == vocab.mask_id).any()):
             s.finished = True
         return none
     while True:
         b_start = s.gen_start + s.block * block_length
         block_open = (s.canvas[b_start:b_start + block_length] == vocab.mask_id).any()
-        if s.step_in_block < steps_per_block and (block_open or not dynamic):
+        if s.step_in_block < steps_per_block and (block_open or not skip_empty):
             return none
         s.block += 1
         if s.block >= n_blocks:

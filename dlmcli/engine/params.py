@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 
 from ..errors import UsageError
 
 SCHEDULES = ("block", "timestep")
 ALGORITHMS = ("low-confidence", "random", "origin", "margin", "entropy")
+MAX_LENGTH = 1 << 20  # tokens or steps: far past any model's context, small enough to plan in memory
+MIN_TEMPERATURE = 1e-6  # below this, logits / T overflows float64 for large logits; use 0 (argmax)
+MAX_CFG = 1e6  # guidance past this overflows float32 logits
 
 
 @dataclass(frozen=True)
@@ -33,32 +38,39 @@ class GenerationParams:
 
     def validate(self) -> "GenerationParams":
         """Raise UsageError naming the flag at fault; return self so calls chain."""
-        if self.gen_length <= 0:
-            raise UsageError(f"--gen-length must be at least 1 (got {self.gen_length})")
-        if self.steps <= 0:
-            raise UsageError(f"--steps must be at least 1 (got {self.steps})")
+        for name in ("gen_length", "steps", "block_length", "top_k", "seed"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise UsageError(f"--{name.replace('_', '-')} must be a whole number (got {value!r})")
+        for name in ("temperature", "alg_temp", "top_p", "cfg", "eps", "threshold", "factor"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise UsageError(f"--{name.replace('_', '-')} must be a number (got {value!r})")
+        if not 1 <= self.gen_length <= MAX_LENGTH:
+            raise UsageError(f"--gen-length must be between 1 and {MAX_LENGTH} (got {self.gen_length})")
+        if not 1 <= self.steps <= MAX_LENGTH:
+            raise UsageError(f"--steps must be between 1 and {MAX_LENGTH} (got {self.steps})")
         if self.schedule not in SCHEDULES:
             raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
         if self.algorithm not in ALGORITHMS:
             raise UsageError(f"--algorithm must be one of {', '.join(ALGORITHMS)} (got {self.algorithm!r})")
-        if not self.temperature >= 0:
-            raise UsageError(f"--temperature must be 0 or more (got {self.temperature})")
-        if not self.alg_temp >= 0:
-            raise UsageError(f"--alg-temp must be 0 or more (got {self.alg_temp})")
+        for flag, value in (("--temperature", self.temperature), ("--alg-temp", self.alg_temp)):
+            if not (value == 0 or MIN_TEMPERATURE <= value < math.inf):
+                raise UsageError(f"{flag} must be 0 or a finite number of at least {MIN_TEMPERATURE:g} (got {value})")
         if self.top_k < 0:
             raise UsageError(f"--top-k must be 0 (off) or more (got {self.top_k})")
         if not 0 < self.top_p <= 1:
             raise UsageError(f"--top-p must be in (0, 1] (got {self.top_p})")
-        if not self.cfg >= 0:
-            raise UsageError(f"--cfg must be 0 or more (got {self.cfg})")
+        if not 0 <= self.cfg <= MAX_CFG:
+            raise UsageError(f"--cfg must be between 0 and {MAX_CFG:g} (got {self.cfg})")
         if not 0 < self.eps < 1:
             raise UsageError(f"--eps must be in (0, 1) (got {self.eps})")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise UsageError(f"--seed must be between 0 and 2^63-1 (got {self.seed})")
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise UsageError(f"--threshold must be in (0, 1] (got {self.threshold})")
-        if self.factor is not None and not self.factor > 0:
-            raise UsageError(f"--factor must be more than 0 (got {self.factor})")
+        if self.factor is not None and not 0 < self.factor < math.inf:
+            raise UsageError(f"--factor must be a finite number more than 0 (got {self.factor})")
         if self.threshold is not None and self.factor is not None:
             raise UsageError("--threshold and --factor are two rules for the same choice; pass one")
         if self.schedule == "block":
@@ -84,5 +96,9 @@ class GenerationParams:
 
 
 def _divisor_near(n: int, target: int) -> int:
-    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    # Divisors come in pairs (d, n // d) with d <= sqrt(n): O(sqrt n), not O(n).
+    divisors = set()
+    for d in range(1, math.isqrt(n) + 1):
+        if n % d == 0:
+            divisors.update((d, n // d))
     return min(divisors, key=lambda d: (abs(d - target), -d))

@@ -197,26 +197,49 @@ def _parse(buf, path: Path) -> Header:
     if bytes(buf[:4]) != b"GGUF":
         raise ModelError(f"{path} is not a GGUF file")
     endian = "<"
-    version = struct.unpack_from("<I", buf, 4)[0]
+    cur = _Cursor(buf, path, endian)
+    cur.pos = 4
+    version = cur.unpack("I")
     if version > 0xFFFF:  # written big-endian
         endian, version = ">", struct.unpack_from(">I", buf, 4)[0]
+        cur.e = endian
     if version < 2:
         raise ModelError(f"{path} is GGUF version {version}, too old; convert it again with a recent llama.cpp")
-    cur = _Cursor(buf, path, endian)
-    cur.pos = 8
     n_tensors, n_kv = cur.unpack("QQ")
     metadata: dict[str, Any] = {}
     for _ in range(n_kv):
         key = cur.string()
         metadata[key] = cur.value(cur.unpack("I"))
-    tensors = []
+    tensors, ends = [], []
     for _ in range(n_tensors):
         name = cur.string()
         n_dims = cur.unpack("I")
         shape = tuple(cur.unpack("Q") for _ in range(n_dims))
-        ttype, _offset = cur.unpack("IQ")
+        ttype, offset = cur.unpack("IQ")
         tensors.append((name, shape, ttype))
+        ends.append(offset + _tensor_bytes(shape, ttype))
+    align = metadata.get("general.alignment")
+    align = align if isinstance(align, int) and align > 0 else 32
+    data_start = -(-cur.pos // align) * align
+    needed = data_start + max(ends, default=0)
+    if len(buf) < needed:  # an interrupted copy or download: the header is whole, the weights are not
+        raise ModelError(f"{path} is truncated: its tensors need {needed} bytes but the file has {len(buf)}; "
+                         f"download or copy it again")
     return Header(version, metadata, tensors)
+
+
+def _tensor_bytes(shape: tuple[int, ...], ttype: int) -> int:
+    """Bytes of one tensor's data (0 for a type this gguf package does not know: only its offset counts)."""
+    import gguf
+
+    try:
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ttype)]
+    except (ValueError, KeyError):
+        return 0
+    n = 1
+    for d in shape:
+        n *= d
+    return n // block * size
 
 
 def array_string(path: Path, ref: ArrayRef, index: int) -> str | None:

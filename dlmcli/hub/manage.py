@@ -11,6 +11,7 @@ from ..errors import HubError, ModelError
 from . import cache
 from .catalog import CATALOG, entry_by_repo
 from .files import GGUFGroup, quant_of, select_group
+from .ggufinfo import read_info
 from .spec import ModelRef, bundled_models, parse_spec
 
 
@@ -75,8 +76,13 @@ def list_models() -> list[ModelRow]:
     """Bundled models, then the catalog (marked downloaded when pulled), then other pulled GGUFs."""
     rows: list[ModelRow] = []
     for name, path in bundled_models().items():
+        try:  # header only: a few ms for the small bundled files
+            info = read_info(path)
+            arch, quant = info.architecture, info.quant
+        except Exception:
+            arch, quant = None, quant_of(name)
         rows.append(
-            ModelRow(name, "bundled", "bundled", size=path.stat().st_size, path=str(path), quant=quant_of(name))
+            ModelRow(name, "bundled", "bundled", size=path.stat().st_size, path=str(path), arch=arch, quant=quant)
         )
 
     local_by_repo = {repo: cache.local_groups(repo) for repo in cache.cached_repos()}

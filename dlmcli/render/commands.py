@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import DlmError, UsageError
+from . import MAX_DELAY
 
 DEFAULT_SPEED = 8.0  # steps per second
 
@@ -57,8 +58,9 @@ def register(app: typer.Typer) -> None:
         visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Replay in the terminal (default: when stderr is a terminal and no picture is asked for).")] = None,
     ):
         """Replay a trace: the denoising on stderr, the answer on stdout; or draw it with --svg/--html."""
-        if not speed >= 0:
-            raise UsageError(f"--speed must be 0 or more steps per second (got {speed})")
+        if not (speed == 0 or 1 / MAX_DELAY <= speed < float("inf")):
+            raise UsageError(f"--speed must be 0 (no pauses) or a finite number of at least {1 / MAX_DELAY:.2g} "
+                             f"steps per second (one an hour) (got {speed})")
         from .trace import read_trace
 
         trace = read_trace(file)

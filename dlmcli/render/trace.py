@@ -50,6 +50,7 @@ class TraceWriter:
         self.path = Path(path)
         self.steps = 0
         self._wrote = False
+        self._failed = False  # a write failed: closing must not raise the same error again
         self._known: set[int] = set()
         self._text = str
         self._created = not self.path.exists()
@@ -67,6 +68,7 @@ class TraceWriter:
             self._f.write(_dumps(obj) + "\n")
             self._f.flush()
         except OSError as e:
+            self._failed = True
             raise DlmError(f"writing the trace file {self.path} failed: {e.strerror or e}") from None
         self._wrote = True
 
@@ -77,8 +79,13 @@ class TraceWriter:
 
     def start(self, info: RunInfo) -> None:
         self._text = info.token_text
-        self._f.seek(0)
-        self._f.truncate()
+        try:
+            self._f.seek(0)
+            self._f.truncate()
+        except OSError as e:
+            # A device or pipe (/dev/null, a FIFO) cannot be truncated and needs not be; a file must be.
+            if self.path.is_file():
+                raise DlmError(f"cannot write the trace file {self.path}: {e.strerror or e}") from None
         vocab = self._vocab([*info.canvas, info.mask_id, *info.eog_ids])
         self._write({
             "type": "header", "format": FORMAT, "version": VERSION,
@@ -115,7 +122,11 @@ class TraceWriter:
         f, self._f = self._f, None
         if f is None:
             return
-        f.close()
+        try:
+            f.close()  # flushes what is still buffered
+        except OSError as e:
+            if not self._failed:
+                raise DlmError(f"writing the trace file {self.path} failed: {e.strerror or e}") from None
         if not self._wrote and self._created:  # nothing ran: leave no empty file behind
             try:
                 self.path.unlink()

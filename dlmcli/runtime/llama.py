@@ -16,10 +16,11 @@ from .native import lib
 
 import numpy as np  # noqa: E402  (after llama_cpp on purpose)
 
-from ..errors import GenerationError, ModelError
+from ..errors import GenerationError, ModelError, UsageError
 
 GGUF_MAGIC = b"GGUF"
 ALL_LAYERS = 999  # llama.cpp clamps to the model's layer count
+MAX_THREADS = 512  # GGML_MAX_N_THREADS; far more threads than cores crashed inside OpenMP
 
 
 def check_gguf_file(path: Path) -> None:
@@ -37,6 +38,13 @@ def check_gguf_file(path: Path) -> None:
         raise ModelError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
 
 
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 class LlamaModel:
     """A loaded llama.cpp model (weights + vocabulary)."""
 
@@ -45,7 +53,7 @@ class LlamaModel:
         self.path = Path(path)
         check_gguf_file(self.path)
         params = lib.llama_model_default_params()
-        params.n_gpu_layers = ALL_LAYERS if n_gpu_layers < 0 else n_gpu_layers
+        params.n_gpu_layers = ALL_LAYERS if n_gpu_layers < 0 else min(n_gpu_layers, ALL_LAYERS)  # C int
         params.progress_callback = native.progress_callback
         with native.interruptible():
             ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
@@ -103,8 +111,10 @@ class LlamaContext:
         params.n_ubatch = n_tokens  # no KV memory: the whole canvas must fit one micro-batch
         params.n_seq_max = n_seq
         params.no_perf = True
-        if n_threads:
-            params.n_threads = params.n_threads_batch = n_threads
+        # llama.cpp's default is 4 threads whatever the machine; on fewer cores its spinning workers
+        # oversubscribe (seen 5-30x slower on a busy 2-core box). Default to the cores we may use.
+        n_threads = n_threads or available_cores()
+        params.n_threads = params.n_threads_batch = n_threads
         ptr = lib.llama_init_from_model(model.ptr, params)
         if not ptr:
             raise GenerationError(
@@ -166,6 +176,8 @@ class Runtime:
 
     def __init__(self, path: Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,
                  verbose: bool = False):
+        if n_threads is not None and not 1 <= n_threads <= MAX_THREADS:
+            raise UsageError(f"--threads must be between 1 and {MAX_THREADS} (got {n_threads})")
         native.init(verbose)
         self.n_threads = n_threads
         self.ctx: LlamaContext | None = None
@@ -175,7 +187,11 @@ class Runtime:
 
     # --- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError("the text holds lone surrogates (undecodable bytes), which are not UTF-8; "
+                             "pass str decoded from valid UTF-8") from None
         cap = len(data) + 8
         buf = (lib.llama_token * cap)()
         n = lib.llama_tokenize(self.model.vocab, data, len(data), buf, cap, add_special, parse_special)

@@ -185,7 +185,8 @@ def test_models_table_shows_partial_and_default(env, hub, cli, monkeypatch):
     assert "* default model: dream-7b-instruct (DLM_MODEL)" in r.stderr
     assert all(ln == ln.rstrip() for ln in r.stdout.splitlines())
     r = cli("models", "--downloaded", "--json")
-    assert [row["name"] for row in json.loads(r.stdout)] == ["dream-7b-instruct"]
+    rows = json.loads(r.stdout)
+    assert [row["name"] for row in rows if row["source"] != "bundled"] == ["dream-7b-instruct"]
 
 
 def test_checksums_are_verified(env, hub, cli):

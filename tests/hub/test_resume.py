@@ -158,3 +158,36 @@ def test_ctrl_c_keeps_the_bytes(env, hub, files):
     result = pull(ref)
     assert result.reused == kept and result.downloaded == len(files["big"]) - kept
     assert hub.stats.served[BIG_FILE] == len(files["big"]) - kept
+
+
+def test_real_ctrl_c_mid_file_exits_130_keeps_the_bytes_and_resumes(env, hub, cli, files):
+    """SIGINT to a running `dlm pull`: exit 130 with one line, nothing looks complete, the next pull resumes."""
+    import subprocess
+    import sys
+
+    from .conftest import subprocess_env
+
+    data = files["big"]
+    blobs = cache_repo(env, BIG) / "blobs"
+    part = blobs / f"{sha(data)}.incomplete"
+    hub.rate = 2_000_000  # bytes/s: the 3 MB file takes ~1.5 s, so the signal lands mid-file
+    proc = subprocess.Popen([sys.executable, "-m", "dlmcli", "pull", BIG, "-q"], env=subprocess_env(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while size_of(part) < 600_000:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the pull never got going"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130 and out == "" and "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and f"dlm pull {BIG}" in lines[0], lines
+    kept = size_of(part)
+    assert 600_000 <= kept < len(data)
+    assert not (blobs / sha(data)).exists() and not (cache_repo(env, BIG) / "snapshots").exists()
+
+    hub.rate = 0
+    r = cli("pull", BIG)
+    assert r.exit_code == 0, r.all
+    assert sha(Path(r.stdout.strip()).read_bytes()) == sha(data)
