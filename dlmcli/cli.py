@@ -190,16 +190,7 @@ def generate(
         with open_model(model, ngl, threads, verbose, pull) as m:
             params = m.params(**overrides)
             gen = m.denoise(text, system=system, raw=raw, params=params, force=forced)
-            sinks = _sinks(m, gen, text, visual, delay=delay, trace=writer, fixed=gen.fixed)
-            try:
-                for step in gen:
-                    for s in sinks:
-                        s.step(step)
-                result = gen.result()
-                for s in sinks:
-                    s.finish(result)
-            finally:
-                _close_all(sinks)
+            result = _drive(gen, _sinks(m, gen, text, visual, delay=delay, trace=writer, fixed=gen.fixed))
     finally:
         if writer is not None:
             writer.close()
