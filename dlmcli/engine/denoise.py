@@ -157,7 +157,7 @@ def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic,
     if picked_mask.any():
         # The authors' code would commit the mask itself (a trained model never predicts it; a random
         # or broken one can). Only those rows are redrawn without it, so every other run is unchanged.
-        again = np.array(rows[picked_mask], dtype=np.float32)
+        again = Rows.of(rows).subset(picked_mask).array()
         again[:, mask_id] = -np.inf
         idx[picked_mask], conf[picked_mask] = sample(again, p.algorithm, p.temperature, p.top_k, p.top_p,
                                                      convention, rng)

@@ -81,6 +81,10 @@ class Rows:
     def array(self) -> np.ndarray:
         return self.gather(0, len(self))
 
+    def subset(self, which: np.ndarray) -> "Rows":
+        """The rows selected by a boolean mask or index array, still read in place."""
+        return Rows(self.logits, self.index[which], self.uncond, float(self.scale))
+
     @classmethod
     def of(cls, rows) -> "Rows":
         if isinstance(rows, Rows):
