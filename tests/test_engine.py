@@ -228,6 +228,7 @@ def test_batch_matches_single_runs():
     (dict(top_k=-1), "--top-k"), (dict(eps=0), "--eps"), (dict(schedule="zig"), "--schedule"),
     (dict(algorithm="best"), "--algorithm"), (dict(threshold=1.5), "--threshold"),
     (dict(temperature=float("nan")), "--temperature"),
+    (dict(threshold=0.9, algorithm="entropy"), "--threshold"), (dict(factor=1.0, algorithm="origin"), "--factor"),
 ])
 def test_validation_names_the_flag(kwargs, flag):
     with pytest.raises(UsageError, match=flag):

@@ -28,10 +28,11 @@ def param_sets(draw):
     block_length = draw(st.sampled_from([1, 2, 4]))
     gen_length = n_blocks * block_length if schedule == "block" else draw(st.integers(1, 12))
     steps = n_blocks * draw(st.integers(1, 4)) if schedule == "block" else draw(st.integers(1, 14))
-    dynamic = draw(st.sampled_from([None, "threshold", "factor"]))
+    algorithm = draw(st.sampled_from(ALGORITHMS))
+    dynamic = None if algorithm in ("entropy", "origin") else draw(st.sampled_from([None, "threshold", "factor"]))
     return dict(
         gen_length=gen_length, steps=steps, block_length=block_length, schedule=schedule,
-        algorithm=draw(st.sampled_from(ALGORITHMS)),
+        algorithm=algorithm,
         alg_temp=draw(st.sampled_from([0.0, 0.5])),
         temperature=draw(st.sampled_from([0.0, 0.3, 1.0])),
         top_k=draw(st.sampled_from([0, 1, 5])),

@@ -73,6 +73,11 @@ class GenerationParams:
             raise UsageError(f"--factor must be a finite number more than 0 (got {self.factor})")
         if self.threshold is not None and self.factor is not None:
             raise UsageError("--threshold and --factor are two rules for the same choice; pass one")
+        if (self.threshold is not None or self.factor is not None) and self.algorithm in ("entropy", "origin"):
+            # entropy scores are <= 0 and origin has no scores: a threshold would silently do nothing.
+            flag = "--threshold" if self.threshold is not None else "--factor"
+            raise UsageError(f"{flag} compares confidences in [0, 1]; --algorithm {self.algorithm} has none. "
+                             f"Use -a low-confidence or -a margin with it")
         if self.schedule == "block":
             if self.block_length <= 0:
                 raise UsageError(f"--block-length must be at least 1 (got {self.block_length})")
