@@ -45,6 +45,15 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+def default_threads(model: "LlamaModel") -> int:
+    """One thread for tiny models: their passes take microseconds per layer, and llama.cpp's
+    spin-waiting workers slow them badly when other processes share the cores."""
+    return 1 if model.n_params < SMALL_MODEL_PARAMS else available_cores()
+
+
 class LlamaModel:
     """A loaded llama.cpp model (weights + vocabulary)."""
 
@@ -113,7 +122,7 @@ class LlamaContext:
         params.no_perf = True
         # llama.cpp's default is 4 threads whatever the machine; on fewer cores its spinning workers
         # oversubscribe (seen 5-30x slower on a busy 2-core box). Default to the cores we may use.
-        n_threads = n_threads or available_cores()
+        n_threads = n_threads or default_threads(model)
         params.n_threads = params.n_threads_batch = n_threads
         ptr = lib.llama_init_from_model(model.ptr, params)
         if not ptr:
