@@ -7,6 +7,10 @@ Pure numpy on float32 logits rows ``[n, vocab]``. Two conventions, both from the
 - ``sampled`` (Dream ``sample_tokens``): temperature, top-p and top-k shape one distribution; the
   token is drawn from it and its confidence is measured on it.
 At temperature 0 with no top-k/top-p both reduce to argmax and the full-vocabulary softmax.
+
+That greedy case is the per-step hot loop. It runs in ``_rowscore`` (a small C extension built at
+install time: one read of each row, vectorised exp) when it is built, else in numpy with the same
+arithmetic (float32 exponentials, float64 sums); ``DLM_SCORING=numpy`` forces the numpy path.
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+try:
+    from dlmcli.engine import _rowscore
+except ImportError:  # not built (no compiler at install time): the numpy path below does the same
+    _rowscore = None
 
 # Dream adds this inside the log of its entropy confidence; kept so scores match its code.
 ENTROPY_EPS = 1e-10
@@ -93,7 +102,38 @@ class Rows:
         return cls(rows, np.arange(rows.shape[0]))
 
 
+def kernel_name() -> str:
+    """Which implementation scores greedy rows: 'c' or 'numpy'."""
+    return "c" if _use_kernel() else "numpy"
+
+
+def _use_kernel() -> bool:
+    return _rowscore is not None and os.environ.get("DLM_SCORING", "").lower() != "numpy"
+
+
+def _kernel_ok(a: np.ndarray | None) -> bool:
+    return a is None or (a.dtype == np.float32 and a.ndim == 2 and a.flags.c_contiguous)
+
+
 def _greedy_part(rows: Rows, a: int, b: int, want_margin: bool, want_entropy: bool):
+    """argmax and one score for rows a..b-1 (see _greedy_part_numpy): the C kernel when usable."""
+    if not (_use_kernel() and _kernel_ok(rows.logits) and _kernel_ok(rows.uncond)):
+        return _greedy_part_numpy(rows, a, b, want_margin, want_entropy)
+    n = b - a
+    idx = np.empty(n, np.int64)
+    val = np.empty(n)
+    mode = 1 if want_margin else 2 if want_entropy else 0
+    _rowscore.score(rows.logits, rows.index[a:b].astype(np.int64, copy=False), rows.uncond,
+                    float(rows.scale), mode, idx, val)
+    empty = np.zeros(0)
+    if want_margin:
+        return idx, empty, val, empty
+    if want_entropy:
+        return idx, empty, empty, val
+    return idx, val, empty, empty
+
+
+def _greedy_part_numpy(rows: Rows, a: int, b: int, want_margin: bool, want_entropy: bool):
     """argmax, its softmax probability, top1-top2 margin and Dream's entropy score for rows a..b-1.
 
     Works through the rows a few at a time: np.take copies them (one read of main memory) into a

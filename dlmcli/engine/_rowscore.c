@@ -1,0 +1,335 @@
+/* Row reductions of the denoising engine's hot loop, in C.
+
+   For each selected logits row (optionally classifier-free-guided) this computes the argmax and a
+   score: the argmax's softmax probability, the top1-top2 probability margin, or Dream's entropy
+   score sum(p * log(p + 1e-10)). It is the arithmetic of scoring._greedy_part_numpy (float32
+   exponentials, float64 sums) with one read of each row from main memory instead of five passes
+   over copies, and exp/log as vectorisable polynomials instead of libm calls.
+
+   No FMA contraction and no reassociation (-ffp-contract=off, no -ffast-math; fixed lane order), so
+   every build and every instruction set gives the same bits. The GIL is released while rows are
+   reduced, so the engine's thread pool runs several calls at once. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* One clone per instruction set, chosen at load time: the package stays portable. */
+#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
+#define LANES 16
+#define MODE_CONF 0
+#define MODE_MARGIN 1
+#define MODE_ENTROPY 2
+
+static inline float bits_to_float(int32_t i) {
+    float f;
+    memcpy(&f, &i, sizeof f);
+    return f;
+}
+
+static inline int32_t float_to_bits(float f) {
+    int32_t i;
+    memcpy(&i, &f, sizeof i);
+    return i;
+}
+
+/* exp(x) for x <= 0 (x - rowmax), Cephes' single-precision polynomial (about 1 ulp). Inputs below
+   -87 are clamped there (exp(-87) = 1.6e-38, the smallest normal's neighbourhood): for a softmax sum
+   that is at least 1 the difference is below 1e-32. NaN stays NaN. */
+static inline float exp_neg(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float kf = x * 1.44269504088896341f + shifter;
+    int32_t n = float_to_bits(kf) - 0x4B400000;
+    kf = kf - shifter;
+    float r = x - kf * 0.693359375f;
+    r = r - kf * -2.12194440e-4f;
+    float y = 1.9875691500E-4f;
+    y = y * r + 1.3981999507E-3f;
+    y = y * r + 8.3334519073E-3f;
+    y = y * r + 4.1665795894E-2f;
+    y = y * r + 1.6666665459E-1f;
+    y = y * r + 5.0000001201E-1f;
+    y = y * (r * r) + r + 1.0f;
+    return y * bits_to_float((n + 127) << 23);
+}
+
+/* log(x) for normal x > 0, Cephes' single-precision polynomial (about 1 ulp). */
+static inline float log_pos(float x) {
+    int32_t b = float_to_bits(x);
+    int32_t e = ((b >> 23) & 0xff) - 126;
+    float m = bits_to_float((b & 0x007fffff) | 0x3f000000); /* mantissa in [0.5, 1) */
+    float small = m < 0.707106781186547524f ? 1.0f : 0.0f;   /* then use 2m, e - 1 */
+    float ef = (float)e - small;
+    m = m + m * small - 1.0f;
+    float z = m * m;
+    float y = 7.0376836292E-2f;
+    y = y * m - 1.1514610310E-1f;
+    y = y * m + 1.1676998740E-1f;
+    y = y * m - 1.2420140846E-1f;
+    y = y * m + 1.4249322787E-1f;
+    y = y * m - 1.6668057665E-1f;
+    y = y * m + 2.0000714765E-1f;
+    y = y * m - 2.4999993993E-1f;
+    y = y * m + 3.3333331174E-1f;
+    y = y * m * z;
+    y = y + ef * -2.12194440e-4f;
+    y = y - 0.5f * z;
+    return m + y + ef * 0.693359375f;
+}
+
+static double lane_sum(const double *acc) {
+    double s = 0.0;
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    return s;
+}
+
+typedef float vfloat __attribute__((vector_size(4 * LANES)));
+typedef int32_t vint __attribute__((vector_size(4 * LANES)));
+
+/* Largest value of x[a..b) and the first index holding it (NaN ignored; -inf and a when none). */
+static inline __attribute__((always_inline)) float row_argmax(const float *x, Py_ssize_t a, Py_ssize_t b, Py_ssize_t *arg) {
+    vfloat m;
+    vint im, jv;
+    for (int l = 0; l < LANES; l++) {
+        m[l] = -INFINITY;
+        im[l] = 0;
+        jv[l] = l;
+    }
+    Py_ssize_t j = a;
+    for (; j + LANES <= b; j += LANES) {
+        vfloat v;
+        memcpy(&v, x + j, sizeof v);
+        vint gt = v > m; /* strict: each lane keeps its first maximum */
+        m = (vfloat)(((vint)v & gt) | ((vint)m & ~gt));
+        vint at = jv + (int32_t)(j - a);
+        im = (at & gt) | (im & ~gt);
+    }
+    float best = -INFINITY;
+    Py_ssize_t bi = -1;
+    for (int l = 0; l < LANES; l++)
+        if (j > a && (m[l] > best || (m[l] == best && (bi < 0 || a + im[l] < bi)))) {
+            best = m[l];
+            bi = a + im[l];
+        }
+    for (; j < b; j++)
+        if (x[j] > best || bi < 0) {
+            best = x[j] > best ? x[j] : best;
+            bi = x[j] >= best ? j : bi;
+        }
+    *arg = bi < 0 ? a : bi;
+    return best;
+}
+
+/* sum of exp(x - top) in float64; stores the float32 terms in e when e is not NULL. */
+static inline double row_sumexp(const float *x, Py_ssize_t V, float top, float *e) {
+    double acc[LANES] = {0};
+    Py_ssize_t j = 0;
+    if (e) {
+        for (; j + LANES <= V; j += LANES)
+            for (int l = 0; l < LANES; l++) {
+                float t = exp_neg(x[j + l] - top);
+                e[j + l] = t;
+                acc[l] += (double)t;
+            }
+    } else {
+        for (; j + LANES <= V; j += LANES)
+            for (int l = 0; l < LANES; l++) acc[l] += (double)exp_neg(x[j + l] - top);
+    }
+    double s = lane_sum(acc);
+    for (; j < V; j++) {
+        float t = exp_neg(x[j] - top);
+        if (e) e[j] = t;
+        s += (double)t;
+    }
+    return s;
+}
+
+/* Dream's score: sum over the row of p * log(p + 1e-10), p = e / z in float32. */
+static inline double row_entropy(const float *e, Py_ssize_t V, float zf) {
+    double acc[LANES] = {0};
+    Py_ssize_t j = 0;
+    for (; j + LANES <= V; j += LANES)
+        for (int l = 0; l < LANES; l++) {
+            float p = e[j + l] / zf;
+            acc[l] += (double)(p * log_pos(p + 1e-10f));
+        }
+    double s = lane_sum(acc);
+    for (; j < V; j++) {
+        float p = e[j] / zf;
+        s += (double)(p * log_pos(p + 1e-10f));
+    }
+    return s;
+}
+
+MULTIVERSION
+static void score_rows(const float *logits, const float *uncond, float scale, Py_ssize_t V,
+                       const int64_t *index, Py_ssize_t n, int mode, float *work, int64_t *out_idx,
+                       double *out_val) {
+    float *guided = work;    /* V floats: the CFG-combined row */
+    float *terms = work + V; /* V floats: exp terms, for the entropy score */
+    for (Py_ssize_t r = 0; r < n; r++) {
+        const float *x = logits + index[r] * V;
+        if (uncond) {
+            const float *u = uncond + index[r] * V;
+            for (Py_ssize_t j = 0; j < V; j++) guided[j] = (x[j] - u[j]) * scale + u[j];
+            x = guided;
+        }
+        Py_ssize_t arg, unused;
+        float top = row_argmax(x, 0, V, &arg);
+        double z = row_sumexp(x, V, top, mode == MODE_ENTROPY ? terms : NULL);
+        out_idx[r] = arg;
+        if (mode == MODE_MARGIN) {
+            float second = top;
+            if (V > 1) {
+                float before = arg > 0 ? row_argmax(x, 0, arg, &unused) : -INFINITY;
+                float after = arg + 1 < V ? row_argmax(x, arg + 1, V, &unused) : -INFINITY;
+                second = after > before ? after : before;
+            }
+            out_val[r] = 1.0 / z - exp((double)(second - top)) / z;
+        } else if (mode == MODE_ENTROPY) {
+            out_val[r] = row_entropy(terms, V, (float)z);
+        } else {
+            out_val[r] = 1.0 / z;
+        }
+        if (isnan(z)) out_val[r] = NAN;
+    }
+}
+
+/* "f", or "f" with a byte-order prefix that means this machine's order. */
+static int is_native_float(const char *fmt) {
+    if (fmt == NULL) return 0;
+    const uint16_t probe = 1;
+    const int little = *(const uint8_t *)&probe == 1;
+    if (*fmt == '@' || *fmt == '=' || (*fmt == '<' && little) || (*fmt == '>' && !little)) fmt++;
+    return strcmp(fmt, "f") == 0;
+}
+
+static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, const char *what) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    if (view->itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s: expected items of %zd bytes", what, itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(score_doc,
+"score(logits, index, uncond, scale, mode, out_idx, out_val)\n\n"
+"For each row logits[index[r]] (with uncond: uncond + scale * (logits - uncond)), write its argmax\n"
+"to out_idx[r] and its score to out_val[r]: mode 0 the argmax's softmax probability, 1 the top1-top2\n"
+"probability margin, 2 Dream's entropy score. logits/uncond: C-contiguous float32 [rows, vocab];\n"
+"index, out_idx: int64; out_val: float64.");
+
+static PyObject *score(PyObject *self, PyObject *args) {
+    PyObject *lo, *io, *uo, *oio, *ovo;
+    double scale;
+    int mode;
+    if (!PyArg_ParseTuple(args, "OOOdiOO", &lo, &io, &uo, &scale, &mode, &oio, &ovo)) return NULL;
+    if (mode < MODE_CONF || mode > MODE_ENTROPY) {
+        PyErr_SetString(PyExc_ValueError, "mode must be 0, 1 or 2");
+        return NULL;
+    }
+    Py_buffer L = {0}, I = {0}, U = {0}, OI = {0}, OV = {0};
+    PyObject *result = NULL;
+    float *work = NULL;
+    if (get(lo, &L, 0, 4, "logits") < 0) return NULL;
+    if (get(io, &I, 0, 8, "index") < 0) goto done;
+    if (uo != Py_None && get(uo, &U, 0, 4, "uncond") < 0) goto done;
+    if (get(oio, &OI, 1, 8, "out_idx") < 0) goto done;
+    if (get(ovo, &OV, 1, 8, "out_val") < 0) goto done;
+    if (L.ndim != 2 || !is_native_float(L.format)) {
+        PyErr_SetString(PyExc_TypeError, "logits: expected a 2-D float32 array");
+        goto done;
+    }
+    Py_ssize_t rows = L.shape[0], V = L.shape[1];
+    Py_ssize_t n = I.len / 8;
+    if (OI.len / 8 != n || OV.len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "out_idx and out_val must have one item per index");
+        goto done;
+    }
+    if (U.obj && U.len != L.len) {
+        PyErr_SetString(PyExc_ValueError, "uncond must have the shape of logits");
+        goto done;
+    }
+    const int64_t *index = (const int64_t *)I.buf;
+    for (Py_ssize_t r = 0; r < n; r++)
+        if (index[r] < 0 || index[r] >= rows) {
+            PyErr_Format(PyExc_IndexError, "row %lld out of range", (long long)index[r]);
+            goto done;
+        }
+    if (n > 0 && V > 0) {
+        work = (float *)malloc(sizeof(float) * 2 * (size_t)V);
+        if (!work) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        score_rows((const float *)L.buf, U.obj ? (const float *)U.buf : NULL, (float)scale, V, index, n,
+                   mode, work, (int64_t *)OI.buf, (double *)OV.buf);
+        Py_END_ALLOW_THREADS
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    free(work);
+    if (L.obj) PyBuffer_Release(&L);
+    if (I.obj) PyBuffer_Release(&I);
+    if (U.obj) PyBuffer_Release(&U);
+    if (OI.obj) PyBuffer_Release(&OI);
+    if (OV.obj) PyBuffer_Release(&OV);
+    return result;
+}
+
+PyDoc_STRVAR(elementwise_doc,
+"elementwise(which, x, out)\n\n"
+"out = exp(x) (which 0, for x <= 0) or log(x) (which 1, for x > 0) with the kernel's own\n"
+"polynomials, element by element (float32 buffers): lets the tests measure their accuracy.");
+
+static PyObject *elementwise(PyObject *self, PyObject *args) {
+    PyObject *xo, *oo;
+    int which;
+    if (!PyArg_ParseTuple(args, "iOO", &which, &xo, &oo)) return NULL;
+    Py_buffer X = {0}, O = {0};
+    if (get(xo, &X, 0, 4, "x") < 0) return NULL;
+    if (get(oo, &O, 1, 4, "out") < 0) {
+        PyBuffer_Release(&X);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (X.len != O.len || !is_native_float(X.format) || !is_native_float(O.format)) {
+        PyErr_SetString(PyExc_ValueError, "x and out: float32 buffers of one length");
+    } else {
+        const float *x = (const float *)X.buf;
+        float *o = (float *)O.buf;
+        for (Py_ssize_t j = 0; j < X.len / 4; j++) o[j] = which == 0 ? exp_neg(x[j]) : log_pos(x[j]);
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    PyBuffer_Release(&X);
+    PyBuffer_Release(&O);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"score", score, METH_VARARGS, score_doc},
+    {"elementwise", elementwise, METH_VARARGS, elementwise_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_rowscore", "Row reductions of the denoising engine (see _rowscore.c).", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__rowscore(void) { return PyModule_Create(&module); }
