@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Host work alone: dlm's greedy scoring of N logits rows (LLaDA-8B's vocabulary) per step.
 
-Times ``scoring.greedy`` on random float32 logits [canvas, vocab] for several row counts, thread
-counts and chunk sizes, against the plain approach it replaced (gather the rows, then whole-array
+Times ``scoring.greedy`` on random float32 logits [canvas, vocab] for several row counts and thread
+counts: variant ``dlm`` (the C kernel when built), ``numpy`` (its numpy fallback, with chunk sizes),
+``inplace`` (an older numpy variant), against the plain approach (gather the rows, then whole-array
 passes). No model, no GPU: it isolates what dlm adds to each step.
 
-  python3 scripts/bench_scoring.py --threads 1,4,8,16 --chunks 256,1024,2048,4096
+  python3 scripts/bench_scoring.py --threads 1,4,8,16 --variants dlm,numpy
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def ops(vocab: int, threads: int, reps: int) -> list[dict]:
     return out
 
 
-VARIANTS = {"dlm": scoring._greedy_part, "inplace": part_inplace}
+VARIANTS = {"dlm": scoring._greedy_part, "numpy": scoring._greedy_part_numpy, "inplace": part_inplace}
 
 
 def med(fn, reps: int) -> float:
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--ops", type=int, default=0, help="also time each pass alone, with this many threads")
     ap.add_argument("--out")
     args = ap.parse_args()
+    print(f"variant dlm scores with: {scoring.kernel_name()}", flush=True)
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal((args.canvas, args.vocab), dtype=np.float32) * 3)
     res = []
@@ -126,8 +128,8 @@ def main() -> None:
             scoring._greedy_part = VARIANTS[var]
             for th in map(int, args.threads.split(",")):
                 scoring.set_threads(th)
-                for ck in map(int, args.chunks.split(",")) if var != "inplace" else [0]:
-                    scoring.CHUNK_BYTES = ck << 10
+                for ck in map(int, args.chunks.split(",")) if var == "numpy" else [0]:
+                    scoring.CHUNK_BYTES = (ck or 2048) << 10
                     t = med(lambda: scoring.greedy(scoring.Rows(logits, idx), "low-confidence"), args.reps)
                     res.append({"rows": n, "impl": var, "threads": th, "chunk_kib": ck, "ms": t})
                     print(f"rows {n:4d} {var:8s} threads {th:2d} chunk {ck:5d} KiB {t:8.2f} ms", flush=True)

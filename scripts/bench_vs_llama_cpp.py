@@ -180,9 +180,23 @@ def run_ref(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dic
             "forward_ms": (total_ms - sampling_ms) / passes}
 
 
-def run_dlm(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dict) -> dict:
+DLM_SIDES = {  # side name -> DLM_SCORING (which implementation scores the rows)
+    "dlm": "",  # the C kernel when built (the run's args record which: scoring_kernel)
+    "dlm numpy scoring": "numpy",  # the same loop with the numpy fallback
+}
+
+
+def scoring_kernel() -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", "from dlmcli.engine import scoring; print(scoring.kernel_name())"],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
+    return r.stdout.strip() or r.stderr[-300:]
+
+
+def run_dlm(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dict, side: str = "dlm") -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["DLM_SCORING"] = DLM_SIDES[side]
     if args.dlm_lib == "build":
         env["LLAMA_CPP_LIB_PATH"] = str(bindir.resolve())
     cmd = [sys.executable, "-m", "dlmcli", "generate", "-m", str(model), "--raw", prompt, "--json",
@@ -198,7 +212,7 @@ def run_dlm(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dic
     n = res["steps"]
     if len(res["prompt_tokens"]) != args.prompt_len:
         raise RuntimeError(f"dlm saw {len(res['prompt_tokens'])} prompt tokens, expected {args.prompt_len}")
-    return {"side": "dlm", "schedule": schedule, "passes": n, "total_ms": t["total_s"] * 1e3,
+    return {"side": side, "schedule": schedule, "passes": n, "total_ms": t["total_s"] * 1e3,
             "step_ms": t["total_s"] * 1e3 / n, "host_ms": (t["total_s"] - t["forward_s"]) * 1e3 / n,
             "forward_ms": t["forward_s"] * 1e3 / n}
 
@@ -207,7 +221,7 @@ def summarize(runs: list[dict], schedules: list[str]) -> list[dict]:
     rows = []
     for sch in schedules:
         by = {}
-        for side in [*REF_SIDES, "dlm"]:
+        for side in [*REF_SIDES, *DLM_SIDES]:
             rs = [r for r in runs if r["schedule"] == sch and r["side"] == side]
             if not rs:
                 continue
@@ -227,7 +241,7 @@ def table(rows: list[dict]) -> str:
     out = ["| schedule | side | passes | per step (ms) | fastest run (ms) | forward (ms) | host (ms) | host/forward "
            "| dlm/ref per step (median; fastest) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        for side in [*REF_SIDES, "dlm"]:
+        for side in [*REF_SIDES, *DLM_SIDES]:
             if side not in r:
                 continue
             v = r[side]
@@ -261,6 +275,8 @@ def main() -> None:
     ap.add_argument("--dlm-lib", choices=["build", "installed"], default="build")
     ap.add_argument("--ref-topk40", action="store_true",
                     help="also time the reference with its default sampler (top-k 40, top-p 0.95)")
+    ap.add_argument("--dlm-numpy", action="store_true",
+                    help="also time dlm with its numpy scoring instead of the C kernel (DLM_SCORING=numpy)")
     ap.add_argument("--out", help="write all runs and the summary as JSON here")
     ap.add_argument("--build-only", action="store_true", help="build (and write the model), then stop")
     args = ap.parse_args()
@@ -270,6 +286,8 @@ def main() -> None:
     if args.build_only:
         print(model)
         return
+    args.scoring_kernel = scoring_kernel()
+    log(f"dlm scores rows with: {args.scoring_kernel}")
     prompt = ("reverse the words of this sentence please " * 50)[: args.prompt_len - 1]  # + BOS
     schedules = args.schedules.split(",")
     runs = []
@@ -285,15 +303,16 @@ def main() -> None:
             break
         for sch in schedules:
             pl = plan(args, sch)
-            sides = ["llama.cpp", "dlm"] + (["llama.cpp top-k 40"] if args.ref_topk40 else [])
+            sides = ["llama.cpp", "dlm"] + (["dlm numpy scoring"] if args.dlm_numpy else []) + \
+                (["llama.cpp top-k 40"] if args.ref_topk40 else [])
             for side in sides if rep % 2 == 0 else sides[::-1]:
-                if side == "dlm":
-                    r = run_dlm(args, bindir, model, prompt, sch, pl)
+                if side in DLM_SIDES:
+                    r = run_dlm(args, bindir, model, prompt, sch, pl, side)
                 else:
                     r = run_ref(args, bindir, model, prompt, sch, pl, side)
                 r["rep"] = rep
                 runs.append(r)
-                log(f"rep {rep} {sch:8s} {r['side']:9s} {r['passes']:3d} passes  {r['step_ms']:7.1f} ms/step  "
+                log(f"rep {rep} {sch:8s} {r['side']:17s} {r['passes']:3d} passes  {r['step_ms']:7.1f} ms/step  "
                     f"(forward {r['forward_ms']:.1f}, host {r['host_ms']:.1f})")
         save(args, model, runs, schedules)  # after every repetition: a killed run keeps what it had
     print(table(summarize(runs, schedules)))

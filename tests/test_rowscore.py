@@ -129,7 +129,7 @@ def test_greedy_uses_the_kernel_and_falls_back_for_strided_rows(monkeypatch):
 @needs_kernel
 def test_threads_give_the_same_bits():
     rng = np.random.default_rng(5)
-    logits = rng.standard_normal((64, 8000)).astype(np.float32)  # above the threading cut-off
+    logits = rng.standard_normal((64, 1 << 16)).astype(np.float32)  # 4M logits: 4 threads
     rows = scoring.Rows(logits, rng.permutation(64)[:50])
     old = scoring._POOL_SIZE
     try:
