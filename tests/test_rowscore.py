@@ -161,3 +161,19 @@ def test_the_kernels_exp_and_log_are_within_two_ulp():
     kernel.elementwise(1, p, out)
     exact = np.log(p.astype(np.float64))
     assert (np.abs(out - exact) <= 2 * np.spacing(np.abs(exact.astype(np.float32))) + 1e-12).all()
+
+
+@needs_kernel
+def test_openmp_and_thread_pool_splits_agree(monkeypatch):
+    rng = np.random.default_rng(9)
+    logits = rng.standard_normal((40, 1 << 16)).astype(np.float32)
+    rows = scoring.Rows(logits, rng.permutation(40)[:33])
+    old = scoring._POOL_SIZE
+    try:
+        scoring.set_threads(4)
+        a = scoring.greedy(rows, "low-confidence")
+        monkeypatch.setattr(kernel, "OPENMP", 0)  # as built without OpenMP: the Python pool splits
+        b = scoring.greedy(rows, "low-confidence")
+    finally:
+        scoring.set_threads(old)
+    assert (a[0] == b[0]).all() and (a[1] == b[1]).all()

@@ -7,8 +7,10 @@
    over copies, and exp/log as vectorisable polynomials instead of libm calls.
 
    No FMA contraction and no reassociation (-ffp-contract=off, no -ffast-math; fixed lane order), so
-   every build and every instruction set gives the same bits. The GIL is released while rows are
-   reduced, so the engine's thread pool runs several calls at once. */
+   every build and every instruction set gives the same bits, whatever the threads. Rows are split
+   over OpenMP threads when built with it: llama.cpp's CPU backend uses the same libgomp, so its
+   workers, still spinning after the forward pass, take the rows instead of competing for the cores
+   with threads of our own. The GIL is released while rows are reduced. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -16,6 +18,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 /* One clone per instruction set, chosen at load time: the package stays portable. */
@@ -213,6 +218,27 @@ static int is_native_float(const char *fmt) {
     return strcmp(fmt, "f") == 0;
 }
 
+/* Rows over n_threads threads (dynamic: rows cost the same, threads may not). work: n_threads
+   buffers of 2 * V floats. */
+static void score_all(const float *logits, const float *uncond, float scale, Py_ssize_t V,
+                      const int64_t *index, Py_ssize_t n, int mode, float *work, int n_threads,
+                      int64_t *out_idx, double *out_val) {
+#ifdef _OPENMP
+    if (n_threads > 1 && n > 1) {
+        if (n_threads > n) n_threads = (int)n;
+#pragma omp parallel num_threads(n_threads)
+        {
+            float *mine = work ? work + (size_t)omp_get_thread_num() * 2 * (size_t)V : NULL;
+#pragma omp for schedule(dynamic, 1)
+            for (Py_ssize_t r = 0; r < n; r++)
+                score_rows(logits, uncond, scale, V, index + r, 1, mode, mine, out_idx + r, out_val + r);
+        }
+        return;
+    }
+#endif
+    score_rows(logits, uncond, scale, V, index, n, mode, work, out_idx, out_val);
+}
+
 static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, const char *what) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
@@ -225,17 +251,23 @@ static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize
 }
 
 PyDoc_STRVAR(score_doc,
-"score(logits, index, uncond, scale, mode, out_idx, out_val)\n\n"
+"score(logits, index, uncond, scale, mode, out_idx, out_val, n_threads=1)\n\n"
 "For each row logits[index[r]] (with uncond: uncond + scale * (logits - uncond)), write its argmax\n"
 "to out_idx[r] and its score to out_val[r]: mode 0 the argmax's softmax probability, 1 the top1-top2\n"
 "probability margin, 2 Dream's entropy score. logits/uncond: C-contiguous float32 [rows, vocab];\n"
-"index, out_idx: int64; out_val: float64.");
+"index, out_idx: int64; out_val: float64. n_threads: OpenMP threads (see OPENMP).");
 
 static PyObject *score(PyObject *self, PyObject *args) {
     PyObject *lo, *io, *uo, *oio, *ovo;
     double scale;
-    int mode;
-    if (!PyArg_ParseTuple(args, "OOOdiOO", &lo, &io, &uo, &scale, &mode, &oio, &ovo)) return NULL;
+    int mode, n_threads = 1;
+    if (!PyArg_ParseTuple(args, "OOOdiOO|i", &lo, &io, &uo, &scale, &mode, &oio, &ovo, &n_threads)) return NULL;
+#ifdef _OPENMP
+    if (n_threads < 1) n_threads = 1;
+    if (n_threads > 512) n_threads = 512;
+#else
+    n_threads = 1;
+#endif
     if (mode < MODE_CONF || mode > MODE_ENTROPY) {
         PyErr_SetString(PyExc_ValueError, "mode must be 0, 1 or 2");
         return NULL;
@@ -269,14 +301,16 @@ static PyObject *score(PyObject *self, PyObject *args) {
             goto done;
         }
     if (n > 0 && V > 0) {
-        work = (float *)malloc(sizeof(float) * 2 * (size_t)V);
-        if (!work) {
+        if ((Py_ssize_t)n_threads > n) n_threads = (int)n;
+        int need_work = U.obj != NULL || mode == MODE_ENTROPY;
+        if (need_work) work = (float *)malloc(sizeof(float) * 2 * (size_t)V * (size_t)n_threads);
+        if (need_work && !work) {
             PyErr_NoMemory();
             goto done;
         }
         Py_BEGIN_ALLOW_THREADS
-        score_rows((const float *)L.buf, U.obj ? (const float *)U.buf : NULL, (float)scale, V, index, n,
-                   mode, work, (int64_t *)OI.buf, (double *)OV.buf);
+        score_all((const float *)L.buf, U.obj ? (const float *)U.buf : NULL, (float)scale, V, index, n,
+                  mode, work, n_threads, (int64_t *)OI.buf, (double *)OV.buf);
         Py_END_ALLOW_THREADS
     }
     result = Py_None;
@@ -332,4 +366,16 @@ static struct PyModuleDef module = {
     methods,
 };
 
-PyMODINIT_FUNC PyInit__rowscore(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__rowscore(void) {
+    PyObject *m = PyModule_Create(&module);
+#ifdef _OPENMP
+    const int openmp = 1;
+#else
+    const int openmp = 0;
+#endif
+    if (m && PyModule_AddIntConstant(m, "OPENMP", openmp) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

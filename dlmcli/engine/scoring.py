@@ -40,25 +40,32 @@ MIN_PER_THREAD = 1 << 20
 
 
 def default_threads() -> int:
-    """Scoring threads when --threads is not given: the CPUs this process may use, at most 8
-    (on the 16-core H100 host, 16 threads were slower than 8: docs/performance.md)."""
+    """Scoring threads when --threads is not given: the CPUs this process may use. Work is split
+    only as far as MIN_PER_THREAD allows, so few rows still run on few threads."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    return max(1, n)
 
 
 def set_threads(n: int) -> None:
-    """Split row-wise work over n threads (numpy releases the GIL inside ufuncs and reductions)."""
+    """Split row-wise work over up to n threads."""
     global _POOL, _POOL_SIZE
     n = max(1, int(n))
     if n == _POOL_SIZE:
         return
     if _POOL is not None:
         _POOL.shutdown(wait=False)
-    _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="dlm-score") if n > 1 else None
+    _POOL = None  # made when first needed: the OpenMP kernel needs none
     _POOL_SIZE = n
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="dlm-score")
+    return _POOL
 
 
 class Rows:
@@ -118,8 +125,9 @@ def _kernel_ok(a: np.ndarray | None) -> bool:
     return a is None or (a.dtype == np.float32 and a.ndim == 2 and a.flags.c_contiguous)
 
 
-def _greedy_part(rows: Rows, a: int, b: int, want_margin: bool, want_entropy: bool):
-    """argmax and one score for rows a..b-1 (see _greedy_part_numpy): the C kernel when usable."""
+def _greedy_part(rows: Rows, a: int, b: int, want_margin: bool, want_entropy: bool, threads: int = 1):
+    """argmax and one score for rows a..b-1 (see _greedy_part_numpy): the C kernel when usable
+    (on ``threads`` OpenMP threads when it has them)."""
     if not (_use_kernel() and _kernel_ok(rows.logits) and _kernel_ok(rows.uncond)):
         return _greedy_part_numpy(rows, a, b, want_margin, want_entropy)
     n = b - a
@@ -127,7 +135,7 @@ def _greedy_part(rows: Rows, a: int, b: int, want_margin: bool, want_entropy: bo
     val = np.empty(n)
     mode = 1 if want_margin else 2 if want_entropy else 0
     _rowscore.score(rows.logits, rows.index[a:b].astype(np.int64, copy=False), rows.uncond,
-                    float(rows.scale), mode, idx, val)
+                    float(rows.scale), mode, idx, val, threads)
     empty = np.zeros(0)
     if want_margin:
         return idx, empty, val, empty
@@ -189,12 +197,12 @@ def greedy(rows, algorithm: str):
     want_entropy = algorithm == "entropy"
     n = len(rows)
     # A thread only pays for itself with enough logits to reduce (a handoff costs tens of µs).
-    parts = min(_POOL_SIZE, n, n * rows.shape[1] // MIN_PER_THREAD) if _POOL is not None else 1
-    if parts <= 1:
-        idx, conf, margin, entropy = _greedy_part(rows, 0, n, want_margin, want_entropy)
+    parts = max(1, min(_POOL_SIZE, n, n * rows.shape[1] // MIN_PER_THREAD))
+    if parts <= 1 or (_use_kernel() and _rowscore.OPENMP):
+        idx, conf, margin, entropy = _greedy_part(rows, 0, n, want_margin, want_entropy, parts)
     else:
         bounds = np.linspace(0, n, parts + 1).astype(int)
-        futures = [_POOL.submit(_greedy_part, rows, a, b, want_margin, want_entropy)
+        futures = [_pool().submit(_greedy_part, rows, a, b, want_margin, want_entropy)
                    for a, b in zip(bounds[1:-1], bounds[2:])]
         first = _greedy_part(rows, 0, bounds[1], want_margin, want_entropy)  # this thread takes a share
         idx, conf, margin, entropy = (np.concatenate(col) for col in zip(first, *(f.result() for f in futures)))

@@ -9,8 +9,8 @@ COMMON="--llama-src $B/llama.cpp --build-dir $B --cuda --jobs 16 --quant Q4_K_M"
 T0=$(date +%s)
 stamp() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 build_kernel() {  # what pip install -e . does, without needing setuptools there
-    gcc -O3 -ffp-contract=off -fno-trapping-math -shared -fPIC \
+    gcc -O3 -ffp-contract=off -fno-trapping-math -fopenmp -shared -fPIC \
         "-I$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" dlmcli/engine/_rowscore.c \
         -o "dlmcli/engine/_rowscore$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
-    python3 -c "from dlmcli.engine import scoring; print('dlm scoring:', scoring.kernel_name())"
+    python3 -c "from dlmcli.engine import scoring, _rowscore; print('dlm scoring:', scoring.kernel_name(), 'openmp', _rowscore.OPENMP)"
 }
