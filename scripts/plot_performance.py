@@ -20,7 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 def side_by_side(ax, path: Path, title: str) -> None:
     data = json.loads(path.read_text())
     labels, fwd, host = [], [], []
-    names = {"llama.cpp": "llama.cpp\ntop-k 0", "llama.cpp top-k 40": "llama.cpp\ntop-k 40", "dlm": "dlm"}
+    names = {"llama.cpp": "llama.cpp\ntop-k 0", "llama.cpp top-k 40": "llama.cpp\ntop-k 40", "dlm": "dlm",
+             "dlm numpy scoring": "dlm\nnumpy"}
     for row in data["summary"]:
         for side in names:
             if side not in row:

@@ -22,9 +22,9 @@
 #include <omp.h>
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
 /* One clone per instruction set, chosen at load time: the package stays portable. */
-#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))  /* ifunc: glibc only */
 #else
 #define MULTIVERSION
 #endif
