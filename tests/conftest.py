@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,12 @@ def gguf_dir(tmp_path_factory) -> Path:
                       context_length=128)
     write_random_gguf(d / "notemplate.gguf", "llada", seed=1, std=0.5, chat_template=None)
     return d
+
+
+def sigint_default() -> None:
+    """preexec_fn: the child takes Ctrl-C as a terminal user's process does, even when the test run
+    itself was started with SIGINT ignored (a background job of a non-interactive shell)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_dlm(*args, input: bytes | None = None, env: dict | None = None, timeout: float = 120):

@@ -25,7 +25,7 @@ from dlmcli.engine.params import MAX_LENGTH, GenerationParams
 from dlmcli.errors import UsageError
 from dlmcli.render.trace import read_trace
 
-from .conftest import ROOT, run_dlm
+from .conftest import ROOT, run_dlm, sigint_default
 
 BAD_BYTE = os.fsdecode(b"\xff")  # an argv byte that is not UTF-8, as Python hands it over
 
@@ -278,7 +278,8 @@ def test_unreadable_model_file(paths, tmp_path):
 def _spawn(*args, env=None, **kw) -> subprocess.Popen:
     full = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 HF_HUB_OFFLINE="1", **(env or {}))
-    return subprocess.Popen([sys.executable, "-m", "dlmcli", *map(str, args)], env=full, **kw)
+    return subprocess.Popen([sys.executable, "-m", "dlmcli", *map(str, args)], env=full,
+                            preexec_fn=sigint_default, **kw)
 
 
 @pytest.mark.parametrize("args", [
@@ -378,7 +379,7 @@ def test_ctrl_c_during_model_load(paths):
     """The signal lands as the native load starts: llama.cpp must cancel it (its log says so)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     r = subprocess.run([sys.executable, "-c", INJECT_SIGINT_AT_LOAD, "generate", "-m", paths["llada"], "-n", "8",
-                        "--verbose", "hi"], capture_output=True, env=env, timeout=60)
+                        "--verbose", "hi"], capture_output=True, env=env, timeout=60, preexec_fn=sigint_default)
     err = r.stderr.decode()
     assert r.returncode == 130 and r.stdout == b"" and "Traceback" not in err
     assert "cancelled model load" in err and err.endswith("Interrupted.\n")

@@ -14,6 +14,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,6 +28,12 @@
 #define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))  /* ifunc: glibc only */
 #else
 #define MULTIVERSION
+#endif
+
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+/* x87 arithmetic (32-bit x86 without SSE) keeps excess precision, which defeats the rounding trick
+   in exp_neg: refuse to build, and dlm uses its numpy path. */
+#error "the scoring kernel needs float arithmetic without excess precision"
 #endif
 
 #define LANES 16
@@ -46,11 +53,12 @@ static inline int32_t float_to_bits(float f) {
     return i;
 }
 
-/* exp(x) for x <= 0 (x - rowmax), Cephes' single-precision polynomial (about 1 ulp). Inputs below
-   -87 are clamped there (exp(-87) = 1.6e-38, the smallest normal's neighbourhood): for a softmax sum
-   that is at least 1 the difference is below 1e-32. NaN stays NaN. */
+/* exp(x) for x <= 0 (x - rowmax), Cephes' single-precision polynomial (about 1 ulp). Below -87 it
+   returns 0 (the exact value is under 1.7e-38: nothing beside a softmax sum of at least 1). NaN
+   stays NaN. */
 static inline float exp_neg(float x) {
-    x = x < -87.0f ? -87.0f : x;
+    const int below = x < -87.0f; /* 0 there: no denormals (a sum of at least 1 cannot see them) */
+    x = below ? -87.0f : x;
     const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     float kf = x * 1.44269504088896341f + shifter;
     int32_t n = float_to_bits(kf) - 0x4B400000;
@@ -64,7 +72,7 @@ static inline float exp_neg(float x) {
     y = y * r + 1.6666665459E-1f;
     y = y * r + 5.0000001201E-1f;
     y = y * (r * r) + r + 1.0f;
-    return y * bits_to_float((n + 127) << 23);
+    return below ? 0.0f : y * bits_to_float((n + 127) << 23);
 }
 
 /* log(x) for normal x > 0, Cephes' single-precision polynomial (about 1 ulp). */
@@ -205,17 +213,15 @@ static void score_rows(const float *logits, const float *uncond, float scale, Py
         } else {
             out_val[r] = 1.0 / z;
         }
-        if (isnan(z)) out_val[r] = NAN;
+        if (isnan(z)) {
+            out_val[r] = NAN;
+            for (Py_ssize_t j = 0; j < V; j++)
+                if (isnan(x[j])) { /* numpy's argmax: the first NaN */
+                    out_idx[r] = j;
+                    break;
+                }
+        }
     }
-}
-
-/* "f", or "f" with a byte-order prefix that means this machine's order. */
-static int is_native_float(const char *fmt) {
-    if (fmt == NULL) return 0;
-    const uint16_t probe = 1;
-    const int little = *(const uint8_t *)&probe == 1;
-    if (*fmt == '@' || *fmt == '=' || (*fmt == '<' && little) || (*fmt == '>' && !little)) fmt++;
-    return strcmp(fmt, "f") == 0;
 }
 
 /* Rows over n_threads threads (dynamic: rows cost the same, threads may not). work: n_threads
@@ -239,11 +245,22 @@ static void score_all(const float *logits, const float *uncond, float scale, Py_
     score_rows(logits, uncond, scale, V, index, n, mode, work, out_idx, out_val);
 }
 
-static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, const char *what) {
+/* kind: 'f' float32, 'i' int64, 'd' float64; a byte-order prefix must mean this machine's order. */
+static int format_is(const char *fmt, char kind) {
+    if (fmt == NULL) return 0;
+    const uint16_t probe = 1;
+    const int little = *(const uint8_t *)&probe == 1;
+    if (*fmt == '@' || *fmt == '=' || (*fmt == '<' && little) || (*fmt == '>' && !little)) fmt++;
+    if (kind == 'i') return (strcmp(fmt, "q") == 0 || strcmp(fmt, "l") == 0);
+    return fmt[0] == kind && fmt[1] == 0;
+}
+
+static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, char kind, const char *what) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    if (view->itemsize != itemsize) {
-        PyErr_Format(PyExc_TypeError, "%s: expected items of %zd bytes", what, itemsize);
+    if (view->itemsize != itemsize || !format_is(view->format, kind)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected %s items", what,
+                     kind == 'f' ? "float32" : kind == 'd' ? "float64" : "int64");
         PyBuffer_Release(view);
         return -1;
     }
@@ -275,12 +292,13 @@ static PyObject *score(PyObject *self, PyObject *args) {
     Py_buffer L = {0}, I = {0}, U = {0}, OI = {0}, OV = {0};
     PyObject *result = NULL;
     float *work = NULL;
-    if (get(lo, &L, 0, 4, "logits") < 0) return NULL;
-    if (get(io, &I, 0, 8, "index") < 0) goto done;
-    if (uo != Py_None && get(uo, &U, 0, 4, "uncond") < 0) goto done;
-    if (get(oio, &OI, 1, 8, "out_idx") < 0) goto done;
-    if (get(ovo, &OV, 1, 8, "out_val") < 0) goto done;
-    if (L.ndim != 2 || !is_native_float(L.format)) {
+    int64_t *index = NULL;
+    if (get(lo, &L, 0, 4, 'f', "logits") < 0) return NULL;
+    if (get(io, &I, 0, 8, 'i', "index") < 0) goto done;
+    if (uo != Py_None && get(uo, &U, 0, 4, 'f', "uncond") < 0) goto done;
+    if (get(oio, &OI, 1, 8, 'i', "out_idx") < 0) goto done;
+    if (get(ovo, &OV, 1, 8, 'd', "out_val") < 0) goto done;
+    if (L.ndim != 2) {
         PyErr_SetString(PyExc_TypeError, "logits: expected a 2-D float32 array");
         goto done;
     }
@@ -290,17 +308,28 @@ static PyObject *score(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "out_idx and out_val must have one item per index");
         goto done;
     }
-    if (U.obj && U.len != L.len) {
+    if (U.obj && (U.ndim != 2 || U.shape[0] != rows || U.shape[1] != V)) {
         PyErr_SetString(PyExc_ValueError, "uncond must have the shape of logits");
         goto done;
     }
-    const int64_t *index = (const int64_t *)I.buf;
+    if (n > 0 && V == 0) {
+        PyErr_SetString(PyExc_ValueError, "logits: empty rows");
+        goto done;
+    }
+    /* A private copy, checked once: nothing (an overlapping output, another thread) can change the
+       rows read while the GIL is released. */
+    index = (int64_t *)malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    if (!index) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(index, I.buf, sizeof(int64_t) * (size_t)n);
     for (Py_ssize_t r = 0; r < n; r++)
         if (index[r] < 0 || index[r] >= rows) {
             PyErr_Format(PyExc_IndexError, "row %lld out of range", (long long)index[r]);
             goto done;
         }
-    if (n > 0 && V > 0) {
+    if (n > 0) {
         if ((Py_ssize_t)n_threads > n) n_threads = (int)n;
         int need_work = U.obj != NULL || mode == MODE_ENTROPY;
         if (need_work) work = (float *)malloc(sizeof(float) * 2 * (size_t)V * (size_t)n_threads);
@@ -317,6 +346,7 @@ static PyObject *score(PyObject *self, PyObject *args) {
     Py_INCREF(result);
 done:
     free(work);
+    free(index);
     if (L.obj) PyBuffer_Release(&L);
     if (I.obj) PyBuffer_Release(&I);
     if (U.obj) PyBuffer_Release(&U);
@@ -335,13 +365,13 @@ static PyObject *elementwise(PyObject *self, PyObject *args) {
     int which;
     if (!PyArg_ParseTuple(args, "iOO", &which, &xo, &oo)) return NULL;
     Py_buffer X = {0}, O = {0};
-    if (get(xo, &X, 0, 4, "x") < 0) return NULL;
-    if (get(oo, &O, 1, 4, "out") < 0) {
+    if (get(xo, &X, 0, 4, 'f', "x") < 0) return NULL;
+    if (get(oo, &O, 1, 4, 'f', "out") < 0) {
         PyBuffer_Release(&X);
         return NULL;
     }
     PyObject *result = NULL;
-    if (X.len != O.len || !is_native_float(X.format) || !is_native_float(O.format)) {
+    if (X.len != O.len || !format_is(X.format, 'f') || !format_is(O.format, 'f')) {
         PyErr_SetString(PyExc_ValueError, "x and out: float32 buffers of one length");
     } else {
         const float *x = (const float *)X.buf;

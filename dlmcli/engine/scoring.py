@@ -134,7 +134,7 @@ def _greedy_part(rows: Rows, a: int, b: int, want_margin: bool, want_entropy: bo
     idx = np.empty(n, np.int64)
     val = np.empty(n)
     mode = 1 if want_margin else 2 if want_entropy else 0
-    _rowscore.score(rows.logits, rows.index[a:b].astype(np.int64, copy=False), rows.uncond,
+    _rowscore.score(rows.logits, np.ascontiguousarray(rows.index[a:b], dtype=np.int64), rows.uncond,
                     float(rows.scale), mode, idx, val, threads)
     empty = np.zeros(0)
     if want_margin:
@@ -198,7 +198,8 @@ def greedy(rows, algorithm: str):
     n = len(rows)
     # A thread only pays for itself with enough logits to reduce (a handoff costs tens of µs).
     parts = max(1, min(_POOL_SIZE, n, n * rows.shape[1] // MIN_PER_THREAD))
-    if parts <= 1 or (_use_kernel() and _rowscore.OPENMP):
+    openmp = _use_kernel() and _rowscore.OPENMP and _kernel_ok(rows.logits) and _kernel_ok(rows.uncond)
+    if parts <= 1 or openmp:
         idx, conf, margin, entropy = _greedy_part(rows, 0, n, want_margin, want_entropy, parts)
     else:
         bounds = np.linspace(0, n, parts + 1).astype(int)

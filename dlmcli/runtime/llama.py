@@ -15,6 +15,7 @@ from . import native
 from .native import lib
 
 import numpy as np  # noqa: E402  (after llama_cpp on purpose)
+import numpy.ctypeslib  # noqa: E402,F401  (loaded now, not lazily during the first pass: see engine/denoise.py)
 
 from ..errors import GenerationError, ModelError, UsageError
 
@@ -64,8 +65,14 @@ class LlamaModel:
         params = lib.llama_model_default_params()
         params.n_gpu_layers = ALL_LAYERS if n_gpu_layers < 0 else min(n_gpu_layers, ALL_LAYERS)  # C int
         params.progress_callback = native.progress_callback
-        with native.interruptible():
-            ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        ptr = None
+        try:
+            with native.interruptible():
+                ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        except KeyboardInterrupt:
+            if ptr:  # loaded, but a Ctrl-C came during it
+                lib.llama_model_free(ptr)
+            raise
         if not ptr:
             raise ModelError(
                 f"llama.cpp could not load {self.path} (truncated or corrupt GGUF, or an architecture this "
@@ -124,7 +131,14 @@ class LlamaContext:
         # oversubscribe (seen 5-30x slower on a busy 2-core box). Default to the cores we may use.
         n_threads = n_threads or default_threads(model)
         params.n_threads = params.n_threads_batch = n_threads
-        ptr = lib.llama_init_from_model(model.ptr, params)
+        ptr = None
+        try:
+            with native.interruptible():  # llama.cpp logs from here: a Ctrl-C may land in that callback
+                ptr = lib.llama_init_from_model(model.ptr, params)
+        except KeyboardInterrupt:
+            if ptr:
+                lib.llama_free(ptr)
+            raise
         if not ptr:
             raise GenerationError(
                 f"llama.cpp could not create a context for {n_tokens} tokens in {n_seq} sequence(s) "

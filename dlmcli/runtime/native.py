@@ -33,11 +33,13 @@ _state = {"init": False, "verbose": False, "callback": None}
 
 def _on_log(level: int, text: bytes, user_data) -> None:
     # Native logs go through Python so they can be silenced or kept off a live view.
-    if _state["verbose"] and text:
-        try:
+    try:
+        if _state["verbose"] and text:
             sys.stderr.write(text.decode("utf-8", "replace"))
-        except Exception:  # never raise into C
-            pass
+    except KeyboardInterrupt:  # a Ctrl-C handled here: ctypes would swallow it; keep it for later
+        _interrupted["flag"] = True
+    except Exception:  # never raise into C
+        pass
 
 
 def init(verbose: bool = False) -> None:
@@ -61,15 +63,26 @@ def set_verbose(verbose: bool) -> None:
 # Python runs its SIGINT handler only between bytecodes, so a Ctrl-C during a multi-second forward
 # pass or model load would wait for it to end. While such a call runs, SIGINT only sets a flag;
 # llama.cpp polls it through its abort/progress callbacks and stops early; we then raise.
+# A KeyboardInterrupt raised inside any ctypes callback would be printed and dropped by ctypes, so
+# the callbacks turn it into the flag too; the flag is raised at the end of the next interruptible
+# call (model load, context creation, forward pass).
 _interrupted = {"flag": False}
 
 
 def _abort_requested(_data) -> bool:
-    return _interrupted["flag"]
+    try:
+        return _interrupted["flag"]
+    except KeyboardInterrupt:
+        _interrupted["flag"] = True
+        return True
 
 
 def _keep_loading(_progress, _data) -> bool:
-    return not _interrupted["flag"]
+    try:
+        return not _interrupted["flag"]
+    except KeyboardInterrupt:
+        _interrupted["flag"] = True
+        return False
 
 
 abort_callback = lib.ggml_abort_callback(_abort_requested)
@@ -82,8 +95,7 @@ class interruptible:
     def __enter__(self):
         import signal
 
-        _interrupted["flag"] = False
-        self._old = None
+        self._old = None  # the flag is not cleared: a Ctrl-C caught by a callback earlier still counts
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, lambda *_: _interrupted.__setitem__("flag", True))
         return self

@@ -171,7 +171,10 @@ def test_real_ctrl_c_mid_file_exits_130_keeps_the_bytes_and_resumes(env, hub, cl
     blobs = cache_repo(env, BIG) / "blobs"
     part = blobs / f"{sha(data)}.incomplete"
     hub.rate = 2_000_000  # bytes/s: the 3 MB file takes ~1.5 s, so the signal lands mid-file
+    from ..conftest import sigint_default
+
     proc = subprocess.Popen([sys.executable, "-m", "dlmcli", "pull", BIG, "-q"], env=subprocess_env(env),
+                            preexec_fn=sigint_default,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while size_of(part) < 600_000:
