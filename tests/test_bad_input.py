@@ -278,8 +278,8 @@ def test_unreadable_model_file(paths, tmp_path):
 def _spawn(*args, env=None, **kw) -> subprocess.Popen:
     full = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 HF_HUB_OFFLINE="1", **(env or {}))
-    return subprocess.Popen([sys.executable, "-m", "dlmcli", *map(str, args)], env=full,
-                            preexec_fn=sigint_default, **kw)
+    kw.setdefault("preexec_fn", sigint_default)
+    return subprocess.Popen([sys.executable, "-m", "dlmcli", *map(str, args)], env=full, **kw)
 
 
 @pytest.mark.parametrize("args", [
