@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dlmcli.api import load  # noqa: E402  (llama_cpp before numpy)
+from dlmcli.errors import UsageError  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -63,8 +64,12 @@ def main() -> None:
     for name in args.models.split(","):
         with load(name, n_threads=args.threads) as m:
             for label, ov in SETTINGS:
-                params = m.params(temperature=0.0, top_k=0, top_p=1.0, seed=0, gen_length=args.gen_length,
-                                  algorithm=args.algorithm, **ov)
+                try:
+                    params = m.params(temperature=0.0, top_k=0, top_p=1.0, seed=0, gen_length=args.gen_length,
+                                      algorithm=args.algorithm, **ov)
+                except UsageError as e:  # --threshold with entropy/origin scores: dlm refuses it
+                    print(f"{name:11s} {label:30s} refused: {e}", file=sys.stderr, flush=True)
+                    continue
                 t0 = time.perf_counter()
                 results = []
                 for i in range(0, len(items), args.batch_size):
