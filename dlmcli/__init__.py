@@ -31,3 +31,16 @@ def __getattr__(name):
 
 
 __all__ = sorted(_API | {"Step", "GenerationParams"})
+
+
+def run() -> None:
+    """The `dlm` command. The CLI (Typer, Rich: tens of ms) is imported here, so that a Ctrl-C during
+    that import exits 130 with one line, like one anywhere else, not with Python's traceback."""
+    import sys
+
+    try:
+        from .cli import main
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        raise SystemExit(130) from None
+    main()

@@ -1,8 +1,3 @@
-import sys
+from dlmcli import run
 
-try:
-    from .cli import main
-except KeyboardInterrupt:  # Ctrl-C while Python imports the CLI
-    sys.exit(130)
-
-main()
+run()

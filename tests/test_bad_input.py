@@ -375,6 +375,27 @@ main()
 """
 
 
+INJECT_SIGINT_AT_IMPORT = """
+import builtins, os, signal, sys
+real = builtins.__import__
+def imp(name, *args, **kw):
+    if name == "typer":  # Ctrl-C while the CLI's libraries are still being imported
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(name, *args, **kw)
+builtins.__import__ = imp
+sys.argv[0] = "dlm"
+import dlmcli
+dlmcli.run()  # what the installed `dlm` script calls
+"""
+
+
+def test_ctrl_c_while_the_cli_is_imported_is_one_line():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-c", INJECT_SIGINT_AT_IMPORT, "models"], capture_output=True, env=env,
+                       timeout=60, preexec_fn=sigint_default)
+    assert (r.returncode, r.stdout, r.stderr) == (130, b"", b"Interrupted.\n")
+
+
 def test_ctrl_c_during_model_load(paths):
     """The signal lands as the native load starts: llama.cpp must cancel it (its log says so)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
