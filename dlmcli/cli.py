@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import DlmError, UsageError
+from .errors import DlmError, Terminated, UsageError
 from .infill import parse as parse_infill, parse_force
 from .render import MAX_DELAY
 
@@ -28,6 +28,7 @@ app = typer.Typer(
 )
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 # Writes that fail because of the machine (disk full, quota, I/O error), not because of a bug.
 _WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
 
@@ -55,6 +56,9 @@ def boundary(fn):
         except KeyboardInterrupt:
             err("Interrupted.")
             raise typer.Exit(EXIT_INTERRUPTED)
+        except Terminated:
+            err("Terminated.")
+            raise typer.Exit(EXIT_TERMINATED)
         except BrokenPipeError:
             _quiet_broken_pipe()
             raise typer.Exit(0)
@@ -65,6 +69,19 @@ def boundary(fn):
             raise typer.Exit(1)
 
     return wrapper
+
+
+def _raise_terminated(_signum, _frame) -> None:
+    raise Terminated()
+
+
+def _handle_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C (the live view restores the terminal, a trace stays readable) and
+    exits 143. Left alone when something set it otherwise (ignored, say, by the caller)."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _quiet_broken_pipe() -> None:
@@ -403,6 +420,7 @@ def _guard_std_streams() -> None:
 
 def main() -> None:
     _guard_std_streams()
+    _handle_sigterm()
     try:
         _register_extensions()
         for info in app.registered_commands:
@@ -415,6 +433,9 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C while starting up, before a command's boundary
         err("Interrupted.")
         sys.exit(EXIT_INTERRUPTED)
+    except Terminated:
+        err("Terminated.")
+        sys.exit(EXIT_TERMINATED)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ Anything else that escapes is a bug and keeps its traceback.
 from __future__ import annotations
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like a Ctrl-C (the live view gives the terminal back), exit 143.
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
+
+
 class DlmError(Exception):
     """A failure the user can act on. ``str(err)`` is the whole message, saying what to do next."""
 

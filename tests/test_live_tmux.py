@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import shlex
 import shutil
 import subprocess
@@ -34,14 +35,16 @@ class Tmux:
         return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,
                               check=True).stdout
 
-    def start(self, dlm_args: list, stdout: Path | None = None) -> None:
+    def start(self, dlm_args: list, stdout: Path | None = None, background: bool = False) -> None:
         env = f"PYTHONPATH={shlex.quote(str(ROOT))} HF_HUB_OFFLINE=1"
         cmd = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", "dlmcli", *dlm_args])
         if stdout is not None:
             cmd += f" > {shlex.quote(str(stdout))}"
         script = self.tmp / "run.sh"
         # 'trap : INT': the shell outlives a Ctrl-C sent to dlm (a handler, unlike '', is not inherited).
-        script.write_text(f"trap : INT\ncd {shlex.quote(str(self.tmp))}\n{env} {cmd}\necho $? > rc\nsleep 60\n")
+        # background: dlm's pid goes to ./pid, for a test that signals it (SIGTERM has no key).
+        run = f"{env} {cmd} & echo $! > pid; wait $!" if background else f"{env} {cmd}"
+        script.write_text(f"trap : INT\ncd {shlex.quote(str(self.tmp))}\n{run}\necho $? > rc\nsleep 60\n")
         self.tmux("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", str(self.width), "-y", str(self.height),
                   f"sh {shlex.quote(str(script))}")
 
@@ -127,6 +130,20 @@ def test_a_resize_mid_run_is_survived(term, model, tmp_path):
     assert term.rc() == 0
     final = term.screen()
     assert "done · " in final and "Traceback" not in final
+
+
+def test_sigterm_exits_143_and_gives_the_terminal_back(term, model, tmp_path):
+    args, prompt, _ = model
+    term.start(["generate", *args, "--visual", "--delay", "0.2", prompt], background=True)
+    end = time.monotonic() + 10
+    while "step " not in term.screen() and time.monotonic() < end:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.kill(int((tmp_path / "pid").read_text()), signal.SIGTERM)
+    assert term.rc() == 143
+    screen = term.screen()
+    assert "Terminated." in screen and "stopped" in screen and "Traceback" not in screen
+    assert term.tmux("display-message", "-p", "-t", "t", "#{cursor_flag}").strip() == "1"  # cursor shown
 
 
 def test_ctrl_c_exits_130_and_gives_the_terminal_back(term, model, tmp_path):

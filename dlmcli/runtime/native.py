@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import signal
 import sys
 import threading
+
+from ..errors import Terminated
 
 
 def _global_libstdcxx() -> None:
@@ -36,8 +39,8 @@ def _on_log(level: int, text: bytes, user_data) -> None:
     try:
         if _state["verbose"] and text:
             sys.stderr.write(text.decode("utf-8", "replace"))
-    except KeyboardInterrupt:  # a Ctrl-C handled here: ctypes would swallow it; keep it for later
-        _interrupted["flag"] = True
+    except (KeyboardInterrupt, Terminated) as e:  # ctypes would print and drop it: keep it for later
+        _keep(e)
     except Exception:  # never raise into C
         pass
 
@@ -66,22 +69,27 @@ def set_verbose(verbose: bool) -> None:
 # A KeyboardInterrupt raised inside any ctypes callback would be printed and dropped by ctypes, so
 # the callbacks turn it into the flag too; the flag is raised at the end of the next interruptible
 # call (model load, context creation, forward pass).
-_interrupted = {"flag": False}
+# The flag holds the signal (SIGINT, or SIGTERM, which unwinds the same way: errors.Terminated).
+_interrupted = {"flag": 0}
+
+
+def _keep(e: BaseException) -> None:
+    _interrupted["flag"] = _interrupted["flag"] or (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
 
 
 def _abort_requested(_data) -> bool:
     try:
-        return _interrupted["flag"]
-    except KeyboardInterrupt:
-        _interrupted["flag"] = True
+        return bool(_interrupted["flag"])
+    except (KeyboardInterrupt, Terminated) as e:
+        _keep(e)
         return True
 
 
 def _keep_loading(_progress, _data) -> bool:
     try:
         return not _interrupted["flag"]
-    except KeyboardInterrupt:
-        _interrupted["flag"] = True
+    except (KeyboardInterrupt, Terminated) as e:
+        _keep(e)
         return False
 
 
@@ -89,24 +97,27 @@ abort_callback = lib.ggml_abort_callback(_abort_requested)
 progress_callback = lib.llama_progress_callback(_keep_loading)
 
 
+def _set_flag(signum, _frame) -> None:
+    _interrupted["flag"] = _interrupted["flag"] or signum
+
+
 class interruptible:
-    """Context manager: turn SIGINT into a flag for the duration of a native call."""
+    """Context manager: turn SIGINT (and SIGTERM, when dlm handles it) into the flag during a native call."""
 
     def __enter__(self):
-        import signal
-
-        self._old = None  # the flag is not cleared: a Ctrl-C caught by a callback earlier still counts
+        self._old = {}  # the flag is not cleared: a signal caught by a callback earlier still counts
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, lambda *_: _interrupted.__setitem__("flag", True))
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if callable(signal.getsignal(sig)):  # only where Python handles it (not ignored, not default)
+                    self._old[sig] = signal.signal(sig, _set_flag)
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        import signal
-
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        if _interrupted["flag"]:
-            _interrupted["flag"] = False
-            if exc_type is None or exc_type is not KeyboardInterrupt:
-                raise KeyboardInterrupt
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        got = _interrupted["flag"]
+        if got:
+            _interrupted["flag"] = 0
+            if exc_type is None or not issubclass(exc_type, (KeyboardInterrupt, Terminated)):
+                raise Terminated() if got == signal.SIGTERM else KeyboardInterrupt
         return False
