@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-import numpy.random  # noqa: F401  (numpy loads it lazily: here, not mid-run, where a Ctrl-C inside the import got lost)
+import numpy.random  # noqa: F401  (numpy loads it lazily; a Ctrl-C inside that import mid-run got lost)
 
 from ..errors import GenerationError, UsageError
 from .events import Step

@@ -65,14 +65,8 @@ class LlamaModel:
         params = lib.llama_model_default_params()
         params.n_gpu_layers = ALL_LAYERS if n_gpu_layers < 0 else min(n_gpu_layers, ALL_LAYERS)  # C int
         params.progress_callback = native.progress_callback
-        ptr = None
-        try:
-            with native.interruptible():
-                ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
-        except KeyboardInterrupt:
-            if ptr:  # loaded, but a Ctrl-C came during it
-                lib.llama_model_free(ptr)
-            raise
+        ptr = native.call_interruptibly(lib.llama_model_load_from_file, os.fsencode(self.path), params,
+                                        free=lib.llama_model_free)
         if not ptr:
             raise ModelError(
                 f"llama.cpp could not load {self.path} (truncated or corrupt GGUF, or an architecture this "
@@ -131,14 +125,8 @@ class LlamaContext:
         # oversubscribe (seen 5-30x slower on a busy 2-core box). Default to the cores we may use.
         n_threads = n_threads or default_threads(model)
         params.n_threads = params.n_threads_batch = n_threads
-        ptr = None
-        try:
-            with native.interruptible():  # llama.cpp logs from here: a Ctrl-C may land in that callback
-                ptr = lib.llama_init_from_model(model.ptr, params)
-        except KeyboardInterrupt:
-            if ptr:
-                lib.llama_free(ptr)
-            raise
+        # Interruptible too: llama.cpp logs from here, and a Ctrl-C may land in that callback.
+        ptr = native.call_interruptibly(lib.llama_init_from_model, model.ptr, params, free=lib.llama_free)
         if not ptr:
             raise GenerationError(
                 f"llama.cpp could not create a context for {n_tokens} tokens in {n_seq} sequence(s) "

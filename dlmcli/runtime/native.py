@@ -121,3 +121,17 @@ class interruptible:
             if exc_type is None or not issubclass(exc_type, (KeyboardInterrupt, Terminated)):
                 raise Terminated() if got == signal.SIGTERM else KeyboardInterrupt
         return False
+
+
+def call_interruptibly(fn, *args, free):
+    """``fn(*args)`` inside ``interruptible()``, returning its pointer; if a signal unwinds after the
+    call succeeded (it landed during the call, the raise comes at its end), ``free`` the pointer."""
+    ptr = None
+    try:
+        with interruptible():
+            ptr = fn(*args)
+    except (KeyboardInterrupt, Terminated):
+        if ptr:
+            free(ptr)
+        raise
+    return ptr
