@@ -188,7 +188,7 @@ static void score_rows(const float *logits, const float *uncond, float scale, Py
                        const int64_t *index, Py_ssize_t n, int mode, float *work, int64_t *out_idx,
                        double *out_val) {
     float *guided = work;    /* V floats: the CFG-combined row */
-    float *terms = work + V; /* V floats: exp terms, for the entropy score */
+    float *terms = work ? work + V : NULL; /* V floats: exp terms, for the entropy score */
     for (Py_ssize_t r = 0; r < n; r++) {
         const float *x = logits + index[r] * V;
         if (uncond) {
