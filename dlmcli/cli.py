@@ -53,12 +53,8 @@ def boundary(fn):
         except DlmError as e:
             err(f"Error: {e}")
             raise typer.Exit(e.exit_code)
-        except KeyboardInterrupt:
-            err("Interrupted.")
-            raise typer.Exit(EXIT_INTERRUPTED)
-        except Terminated:
-            err("Terminated.")
-            raise typer.Exit(EXIT_TERMINATED)
+        except (KeyboardInterrupt, Terminated) as e:
+            raise typer.Exit(_report_signal(e))
         except BrokenPipeError:
             _quiet_broken_pipe()
             raise typer.Exit(0)
@@ -69,6 +65,15 @@ def boundary(fn):
             raise typer.Exit(1)
 
     return wrapper
+
+
+def _report_signal(e: BaseException) -> int:
+    """One line for a Ctrl-C or SIGTERM that unwound the command; returns the exit code."""
+    if isinstance(e, Terminated):
+        err("Terminated.")
+        return EXIT_TERMINATED
+    err("Interrupted.")
+    return EXIT_INTERRUPTED
 
 
 def _raise_terminated(_signum, _frame) -> None:
@@ -430,12 +435,8 @@ def main() -> None:
     except DlmError as e:  # raised outside a command (e.g. while registering)
         err(f"Error: {e}")
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:  # Ctrl-C while starting up, before a command's boundary
-        err("Interrupted.")
-        sys.exit(EXIT_INTERRUPTED)
-    except Terminated:
-        err("Terminated.")
-        sys.exit(EXIT_TERMINATED)
+    except (KeyboardInterrupt, Terminated) as e:  # while starting up, before a command's boundary
+        sys.exit(_report_signal(e))
 
 
 if __name__ == "__main__":

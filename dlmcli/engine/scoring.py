@@ -125,10 +125,15 @@ def _kernel_ok(a: np.ndarray | None) -> bool:
     return a is None or (a.dtype == np.float32 and a.ndim == 2 and a.flags.c_contiguous)
 
 
+def _kernel_reads(rows: Rows) -> bool:
+    """The C kernel is on and can read these rows where they lie."""
+    return _use_kernel() and _kernel_ok(rows.logits) and _kernel_ok(rows.uncond)
+
+
 def _greedy_part(rows: Rows, a: int, b: int, want_margin: bool, want_entropy: bool, threads: int = 1):
     """argmax and one score for rows a..b-1 (see _greedy_part_numpy): the C kernel when usable
     (on ``threads`` OpenMP threads when it has them)."""
-    if not (_use_kernel() and _kernel_ok(rows.logits) and _kernel_ok(rows.uncond)):
+    if not _kernel_reads(rows):
         return _greedy_part_numpy(rows, a, b, want_margin, want_entropy)
     n = b - a
     idx = np.empty(n, np.int64)
@@ -198,8 +203,7 @@ def greedy(rows, algorithm: str):
     n = len(rows)
     # A thread only pays for itself with enough logits to reduce (a handoff costs tens of µs).
     parts = max(1, min(_POOL_SIZE, n, n * rows.shape[1] // MIN_PER_THREAD))
-    openmp = _use_kernel() and _rowscore.OPENMP and _kernel_ok(rows.logits) and _kernel_ok(rows.uncond)
-    if parts <= 1 or openmp:
+    if parts <= 1 or (_kernel_reads(rows) and _rowscore.OPENMP):
         idx, conf, margin, entropy = _greedy_part(rows, 0, n, want_margin, want_entropy, parts)
     else:
         bounds = np.linspace(0, n, parts + 1).astype(int)

@@ -73,8 +73,12 @@ def set_verbose(verbose: bool) -> None:
 _interrupted = {"flag": 0}
 
 
+def _set_flag(signum, _frame=None) -> None:
+    _interrupted["flag"] = _interrupted["flag"] or signum  # the first signal decides
+
+
 def _keep(e: BaseException) -> None:
-    _interrupted["flag"] = _interrupted["flag"] or (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+    _set_flag(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
 
 
 def _abort_requested(_data) -> bool:
@@ -95,10 +99,6 @@ def _keep_loading(_progress, _data) -> bool:
 
 abort_callback = lib.ggml_abort_callback(_abort_requested)
 progress_callback = lib.llama_progress_callback(_keep_loading)
-
-
-def _set_flag(signum, _frame) -> None:
-    _interrupted["flag"] = _interrupted["flag"] or signum
 
 
 class interruptible:
