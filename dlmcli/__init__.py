@@ -1,7 +1,7 @@
 """dlm: run diffusion language models from GGUF files.
 
 Public API: ``load``, ``generate``, ``infill``, ``Model``, ``Generation``, ``Result``,
-``InfillGeneration``, ``InfillResult``, ``FilledSpan``, ``Step``,
+``InfillGeneration``, ``InfillResult``, ``FilledSpan``, ``Conversation``, ``Step``,
 ``GenerationParams`` and the errors in ``dlmcli.errors``. Imported lazily so that ``dlm --help``
 and the engine stay light.
 """
@@ -19,6 +19,10 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name == "Conversation":
+        from .conversation import Conversation
+
+        return Conversation
     if name == "Step":
         from .engine.events import Step
 
@@ -30,7 +34,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'dlmcli' has no attribute {name!r}")
 
 
-__all__ = sorted(_API | {"Step", "GenerationParams"})
+__all__ = sorted(_API | {"Conversation", "Step", "GenerationParams"})
 
 
 def run() -> None:

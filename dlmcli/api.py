@@ -6,6 +6,8 @@ A ladder from primitive to convenient:
   ``Generation.result()`` then gives the ``Result``.
 - ``Model.generate(prompt, ...)`` -> ``Result``.
 - ``generate(prompt, model=...)`` -> ``Result``: load, run, close.
+- ``Model.chat(messages, ...)`` -> ``Result``: OpenAI-style messages in, the assistant's answer out
+  (``Model.chat_denoise`` to watch it); ``Conversation`` (dlmcli.conversation) keeps the history.
 - ``Model.infill(text, ...)`` -> ``InfillGeneration`` (its ``result()`` is an ``InfillResult``) and
   ``infill(text, model=...)``: fill the ``[MASK:N]`` spans of a text (docs/infill.md).
 """
@@ -29,6 +31,7 @@ from .engine.events import Step
 from .engine.params import GenerationParams
 from .engine.scoring import default_threads, set_threads
 from .errors import GenerationError, ModelError, UsageError
+from .messages import check_messages, plain_transcript
 from .template import render_chat
 
 
@@ -308,6 +311,24 @@ class Model:
             [{"role": "user", "content": prompt}]
         return self._template_tokens(messages)
 
+    @property
+    def context_length(self) -> int | None:
+        """Positions one canvas (prompt + answer) may have: the model's training context, None if unknown."""
+        return self.n_ctx_train or None
+
+    def chat_tokens(self, messages: Sequence[dict]) -> list[int]:
+        """Tokens for a conversation: MESSAGES (OpenAI-style ``{"role", "content"}``; UsageError when
+        malformed) through the chat template, ending with the assistant's header. A model without a
+        template gets a plain transcript (see ``messages.plain_transcript``); a lone user message is
+        then exactly what ``dlm generate`` would feed."""
+        msgs = check_messages(messages)
+        if self.chat_template:
+            return self._template_tokens(msgs)
+        if len(msgs) == 1 and msgs[0]["role"] == "user":
+            return self.prompt_tokens(msgs[0]["content"])
+        return self.runtime.tokenize(plain_transcript(msgs, self.prompt_format), add_special=True,
+                                     parse_special=False)
+
     def _template_tokens(self, messages: list[dict]) -> list[int]:
         """The chat template over MESSAGES plus the generation prompt, tokenized (BOS as the model wants)."""
         bos = self.runtime.piece(self.runtime.bos_id, special=True).decode("utf-8", "replace") \
@@ -349,6 +370,15 @@ class Model:
         gen.forced = tuple(forced)
         gen.fixed = tuple(len(prompt_tokens) + i for start, end, _ in forced for i in range(start, end))
         return gen
+
+    def chat_denoise(self, messages: Sequence[dict], *, params: GenerationParams | None = None,
+                     force: Sequence[tuple[int, str]] | None = None, **overrides) -> Generation:
+        """Start the assistant's answer to MESSAGES; iterate the returned object for steps."""
+        return self.denoise(prompt_tokens=self.chat_tokens(messages), params=params, force=force, **overrides)
+
+    def chat(self, messages: Sequence[dict], **kwargs) -> Result:
+        """The assistant's answer to MESSAGES (a list of ``{"role", "content"}``), denoised to the end."""
+        return self.chat_denoise(messages, **kwargs).result()
 
     def denoise_batch(self, prompts: Sequence[str] | None = None, *,
                       prompt_tokens: Sequence[Sequence[int]] | None = None, system: str | None = None,
