@@ -18,9 +18,12 @@ import numpy as np  # noqa: E402  (after llama_cpp on purpose)
 import numpy.ctypeslib  # noqa: E402,F401  (loaded now, not lazily during the first pass: see engine/denoise.py)
 
 from ..errors import GenerationError, ModelError, UsageError
+from .twin import TWIN_ARCH, TwinFile, TwinHeader
 
 GGUF_MAGIC = b"GGUF"
 ALL_LAYERS = 999  # llama.cpp clamps to the model's layer count
+LOAD_MODE_NONE = 0  # enum llama_load_mode: read tensors into buffers, no mmap
+GGML_TYPE_F32 = 0
 MAX_THREADS = 512  # GGML_MAX_N_THREADS; far more threads than cores crashed inside OpenMP
 
 
@@ -56,17 +59,37 @@ def default_threads(model: "LlamaModel") -> int:
 
 
 class LlamaModel:
-    """A loaded llama.cpp model (weights + vocabulary)."""
+    """A loaded llama.cpp model (weights + vocabulary).
 
-    def __init__(self, path: Path, n_gpu_layers: int = ALL_LAYERS):
+    ``twin``: load a llada/dream file under its autoregressive twin arch (llama/qwen2), which gets
+    a KV cache (runtime/twin.py); ``arch`` and ``is_diffusion`` still describe the file.
+    """
+
+    def __init__(self, path: Path, n_gpu_layers: int = ALL_LAYERS, *, twin: bool = False):
         self.ptr = None
         self.path = Path(path)
+        self.twin_of: str | None = None
         check_gguf_file(self.path)
         params = lib.llama_model_default_params()
         params.n_gpu_layers = ALL_LAYERS if n_gpu_layers < 0 else min(n_gpu_layers, ALL_LAYERS)  # C int
         params.progress_callback = native.progress_callback
-        ptr = native.call_interruptibly(lib.llama_model_load_from_file, os.fsencode(self.path), params,
-                                        free=lib.llama_model_free)
+        if twin:
+            header = TwinHeader(self.path)
+            self.twin_of = header.arch
+            tf = TwinFile(header)
+            try:
+                if tf.copy_path is None:
+                    params.load_mode = LOAD_MODE_NONE  # a cookie stream has no fd to mmap
+                    ptr = native.call_interruptibly(lib.llama_model_load_from_file_ptr, tf.ptr, params,
+                                                    free=lib.llama_model_free)
+                else:
+                    ptr = native.call_interruptibly(lib.llama_model_load_from_file,
+                                                    os.fsencode(tf.copy_path), params, free=lib.llama_model_free)
+            finally:
+                tf.close()
+        else:
+            ptr = native.call_interruptibly(lib.llama_model_load_from_file, os.fsencode(self.path), params,
+                                            free=lib.llama_model_free)
         if not ptr:
             raise ModelError(
                 f"llama.cpp could not load {self.path} (truncated or corrupt GGUF, or an architecture this "
@@ -78,6 +101,12 @@ class LlamaModel:
 
     def meta(self, key: str) -> str | None:
         """A GGUF metadata value as text, or None when the key is absent."""
+        if self.twin_of is not None:
+            if key == "general.architecture":
+                return self.twin_of
+            twin = TWIN_ARCH[self.twin_of]
+            if key.startswith(self.twin_of + "."):
+                key = twin + key[len(self.twin_of):]
         size = 256
         while True:
             buf = ctypes.create_string_buffer(size)
@@ -94,7 +123,7 @@ class LlamaModel:
 
     @property
     def is_diffusion(self) -> bool:
-        return bool(lib.llama_model_is_diffusion(self.ptr))
+        return self.twin_of is not None or bool(lib.llama_model_is_diffusion(self.ptr))
 
     @property
     def n_ctx_train(self) -> int:
