@@ -23,7 +23,6 @@ from .twin import TWIN_ARCH, TwinFile, TwinHeader
 GGUF_MAGIC = b"GGUF"
 ALL_LAYERS = 999  # llama.cpp clamps to the model's layer count
 LOAD_MODE_NONE = 0  # enum llama_load_mode: read tensors into buffers, no mmap
-GGML_TYPE_F32 = 0
 MAX_THREADS = 512  # GGML_MAX_N_THREADS; far more threads than cores crashed inside OpenMP
 
 
