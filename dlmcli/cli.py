@@ -310,7 +310,7 @@ def _drive(gen, sinks: list):
 
 
 def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0.0,
-           trace: Optional[Path] = None, fixed: tuple = ()) -> list:
+           trace: Optional[Path] = None, fixed: tuple = (), transient: bool = False) -> list:
     from .render.base import RunInfo
 
     info = RunInfo(
@@ -328,7 +328,7 @@ def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0
     if visual:
         from .render.live import LiveView
 
-        sinks.append(LiveView(delay=delay))
+        sinks.append(LiveView(delay=delay, transient=transient))
     elif delay:
         from .render.live import Pause
 
@@ -389,6 +389,9 @@ def _register_extensions() -> None:
     from .render.commands import register as register_render
 
     register_render(app)
+    from .chat import register as register_chat
+
+    register_chat(app)
 
 
 class _ClosedStdout:

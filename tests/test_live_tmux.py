@@ -44,7 +44,9 @@ class Tmux:
         # 'trap : INT': the shell outlives a Ctrl-C sent to dlm (a handler, unlike '', is not inherited).
         # background: dlm's pid goes to ./pid, for a test that signals it (SIGTERM has no key).
         run = f"{env} {cmd} & echo $! > pid; wait $!" if background else f"{env} {cmd}"
-        script.write_text(f"trap : INT\ncd {shlex.quote(str(self.tmp))}\n{run}\necho $? > rc\nsleep 60\n")
+        # pytest exports COLUMNS=80 and LINES=24, which Rich would take over the pane's real size.
+        script.write_text(f"trap : INT\nunset COLUMNS LINES\ncd {shlex.quote(str(self.tmp))}\n{run}\n"
+                          f"echo $? > rc\nsleep 60\n")
         self.tmux("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", str(self.width), "-y", str(self.height),
                   f"sh {shlex.quote(str(script))}")
 

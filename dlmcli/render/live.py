@@ -29,12 +29,13 @@ class LiveView:
     """A Sink that draws each step; ``close()`` always stops the display and restores the cursor."""
 
     def __init__(self, console: Console | None = None, delay: float = 0.0, *, fps: float = FPS,
-                 auto_refresh: bool = True, recorded_time: bool = False):
+                 auto_refresh: bool = True, recorded_time: bool = False, transient: bool = False):
         self.console = console or stderr_console()
         self.delay = delay
         self.fps = fps
         self.auto_refresh = auto_refresh
         self.recorded_time = recorded_time  # replay: the clock shows the recorded run's compute time
+        self.transient = transient  # erase the view when it stops (dlm chat prints the answer as text instead)
         self.state: ViewState | None = None
         self._frame: Frame | None = None
         self._live: Live | None = None
@@ -59,7 +60,7 @@ class LiveView:
         self._frame = self.state.frame(0.0)
         self._live = Live(
             console=self.console, get_renderable=self._render, auto_refresh=self.auto_refresh,
-            refresh_per_second=self.fps, transient=False, redirect_stdout=False, redirect_stderr=True,
+            refresh_per_second=self.fps, transient=self.transient, redirect_stdout=False, redirect_stderr=True,
             vertical_overflow="crop",
         )
         self._live.start(refresh=True)
@@ -81,14 +82,18 @@ class LiveView:
             return
         reason = getattr(result, "finish_reason", None)
         text = note or (f"finish: {reason}" if reason else "")
-        self._frame = self.state.frame(self._elapsed(), final=True, note=text).at(crop=False)
+        # Uncropped, the last frame shows the whole canvas; a transient view keeps it within the screen,
+        # where Rich can erase it.
+        self._frame = self.state.frame(self._elapsed(), final=True, note=text).at(crop=self.transient)
         self._finished = True
 
     def close(self) -> None:
         live, self._live = self._live, None
         if live is None:
             return
-        if not self._finished and self._frame is not None:
+        if self.transient:
+            pass  # erased on stop
+        elif not self._finished and self._frame is not None:
             # Interrupted or failed: leave the last state on screen, whole, and say so.
             self._frame = self._frame.at(elapsed=self._elapsed(), crop=False, note="stopped")
         elif self._frame is not None:
