@@ -15,12 +15,13 @@ A ladder from primitive to convenient:
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .runtime.llama import ALL_LAYERS, Runtime  # first: llama_cpp before numpy
+from .runtime.llama import ALL_LAYERS, Devices, Runtime  # first: llama_cpp before numpy
 
 import numpy as np  # noqa: E402
 
@@ -236,14 +237,18 @@ class Model:
     """A diffusion LM loaded through llama.cpp, with what dlm reads from its GGUF."""
 
     def __init__(self, path: Path, *, name: str | None = None, n_gpu_layers: int = ALL_LAYERS,
-                 n_threads: int | None = None, verbose: bool = False, catalog_defaults: dict | None = None):
+                 n_threads: int | None = None, verbose: bool = False, catalog_defaults: dict | None = None,
+                 rpc: str | Sequence[str] | None = None, split_mode: str | None = None,
+                 tensor_split: str | Sequence[float] | None = None, main_gpu: int | None = None):
         self.path = Path(path)
         self.name = name or str(path)
         catalog_defaults = dict(catalog_defaults or {})
         # A catalog entry may say how a base model wants its prompt framed (RND1: "Question: ...").
         self.prompt_format = catalog_defaults.pop("prompt_format", None)
         self.catalog_defaults = {k: v for k, v in catalog_defaults.items() if k in defaults.FIELDS}
-        self.runtime = Runtime(self.path, n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose)
+        devices = Devices(rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
+        self.runtime = Runtime(self.path, n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose,
+                               devices=devices)
         try:
             self._read_metadata()
         except BaseException:
@@ -251,6 +256,11 @@ class Model:
             raise
         # Scoring runs between forward passes, while llama.cpp's threads are idle.
         set_threads(n_threads or default_threads())
+
+    @property
+    def placement(self):
+        """Where llama.cpp put the layers (``lines()`` describes it), or None if its log did not say."""
+        return self.runtime.model.placement
 
     def _read_metadata(self) -> None:
         m = self.runtime.model
@@ -530,25 +540,77 @@ class Model:
 
 
 def load(model: str | Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,
-         verbose: bool = False, allow_pull: bool = False) -> Model:
-    """Load MODEL: a .gguf path or a model name (bundled, catalog, owner/repo[:QUANT])."""
+         verbose: bool = False, allow_pull: bool = False, rpc: str | Sequence[str] | None = None,
+         split_mode: str | None = None, tensor_split: str | Sequence[float] | None = None,
+         main_gpu: int | None = None) -> Model:
+    """Load MODEL: a .gguf path or a model name (bundled, catalog, owner/repo[:QUANT]).
+
+    ``rpc``: llama.cpp rpc-server hosts ("HOST:PORT,..." or a list) whose devices take layers;
+    ``split_mode`` (none, layer, row), ``tensor_split`` and ``main_gpu``: llama.cpp's multi-device
+    split (docs/distributed.md). A host lost in the middle of a run ends the process with one
+    ``Error:`` line and exit status 1 (ggml-rpc cannot recover from it).
+    """
     from .hub import catalog_entry_for, resolve_model
 
+    Devices(rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu).check()
     path = resolve_model(str(model), allow_pull=allow_pull)
     entry = catalog_entry_for(str(model))
     return Model(path, name=str(model), n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose,
-                 catalog_defaults=entry.defaults if entry else None)
+                 catalog_defaults=entry.defaults if entry else None, rpc=rpc, split_mode=split_mode,
+                 tensor_split=tensor_split, main_gpu=main_gpu)
+
+
+_LOAD_KW = ("n_gpu_layers", "n_threads", "verbose", "rpc", "split_mode", "tensor_split", "main_gpu")
 
 
 def generate(prompt: str, *, model: str | Path = "tiny-llada", **kwargs) -> Result:
     """One-shot: load the model, generate, free everything."""
-    load_kw = {k: kwargs.pop(k) for k in ("n_gpu_layers", "n_threads", "verbose") if k in kwargs}
+    load_kw = {k: kwargs.pop(k) for k in _LOAD_KW if k in kwargs}
     with load(model, **load_kw) as m:
         return m.generate(prompt, **kwargs)
 
 
 def infill(text: str, *, model: str | Path = "tiny-llada", **kwargs) -> InfillResult:
     """One-shot: load the model, fill TEXT's [MASK:N] spans, free everything."""
-    load_kw = {k: kwargs.pop(k) for k in ("n_gpu_layers", "n_threads", "verbose") if k in kwargs}
+    load_kw = {k: kwargs.pop(k) for k in _LOAD_KW if k in kwargs}
     with load(model, **load_kw) as m:
         return m.infill(text, **kwargs).result()
+
+
+class RpcServer:
+    """llama.cpp's RPC server over this machine's devices, for ``load(..., rpc=...)`` on other hosts.
+
+    ``devices``: device names (e.g. ["CUDA0"]); default: the GPUs, else the CPU. ``run()`` serves until
+    the process is interrupted; it cannot be stopped from within the process (llama.cpp's server loop
+    has no stop), so run it in a process of its own, as ``dlm rpc-server`` does.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 50052, *, devices: Sequence[str] | None = None,
+                 cache_dir: str | Path | None = None, n_threads: int | None = None, verbose: bool = False):
+        from .runtime import native, rpc
+        from .runtime.llama import MAX_THREADS, available_cores
+
+        if n_threads is not None and not 1 <= n_threads <= MAX_THREADS:
+            raise UsageError(f"--threads must be between 1 and {MAX_THREADS} (got {n_threads})")
+        native.init(verbose)
+        rpc.check_listen(host, port)
+        self.host, self.port = host, port
+        self.loopback = rpc.is_loopback(host)
+        self.devices = rpc.server_devices(list(devices or ()))
+        self.device_labels = [d.name + (f" ({d.description})" if d.description else "") for d in self.devices]
+        self.n_threads = n_threads or available_cores()
+        self.cache_dir = None
+        if cache_dir is not None:
+            cache = Path(cache_dir)
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"--cache {cache}: cannot create it ({e.strerror})") from None
+            if not os.access(cache, os.W_OK):
+                raise UsageError(f"--cache {cache}: not writable")
+            self.cache_dir = str(cache)
+
+    def run(self) -> None:
+        from .runtime import rpc
+
+        rpc.serve_forever(self.host, self.port, self.devices, self.cache_dir, self.n_threads)

@@ -140,17 +140,33 @@ ModelOpt = Annotated[Optional[str], typer.Option("-m", "--model", help="A .gguf 
 NglOpt = Annotated[int, typer.Option("--ngl", help="Layers to offload to the GPU (-1: all).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for llama.cpp and scoring.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show llama.cpp's log and run statistics.")]
+# Where the layers go (docs/distributed.md): llama.cpp's RPC hosts and multi-device split.
+RpcOpt = Annotated[Optional[str], typer.Option("--rpc", envvar="DLM_RPC", show_envvar=True, help="llama.cpp rpc-server hosts HOST:PORT[,HOST:PORT...] that take the model's layers (see 'dlm rpc-server').")]
+SplitModeOpt = Annotated[Optional[str], typer.Option("--split-mode", help="Spread the model over several devices: none, layer or row.")]
+TensorSplitOpt = Annotated[Optional[str], typer.Option("--tensor-split", help="Share of the model per device, e.g. 3,1 (RPC hosts first, then local GPUs).")]
+MainGpuOpt = Annotated[Optional[int], typer.Option("--main-gpu", help="Device index used with --split-mode none.")]
+DEVICE_OPTIONS = ("rpc", "split_mode", "tensor_split", "main_gpu")
 
 
-def open_model(model: Optional[str], ngl: int, threads: Optional[int], verbose: bool, pull: bool = False):
+def open_model(model: Optional[str], ngl: int, threads: Optional[int], verbose: bool, pull: bool = False, *,
+               rpc: Optional[str] = None, split_mode: Optional[str] = None, tensor_split: Optional[str] = None,
+               main_gpu: Optional[int] = None):
     from . import api
     from .hub import default_model
 
+    if rpc is None:  # every command that loads a model honours DLM_RPC, with or without an --rpc option
+        rpc = os.environ.get("DLM_RPC") or None
     if model is None:
         model, fallback = default_model()
         if fallback:
             err(f"No model given; using the bundled {model} (set one with -m or DLM_MODEL).")
-    return api.load(model, n_gpu_layers=ngl, n_threads=threads, verbose=verbose, allow_pull=pull)
+    m = api.load(model, n_gpu_layers=ngl, n_threads=threads, verbose=verbose, allow_pull=pull, rpc=rpc,
+                 split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
+    if verbose:
+        placement = m.placement
+        for line in placement.lines() if placement else ():
+            err(f"placement: {line}")
+    return m
 
 
 @app.command()
@@ -185,6 +201,10 @@ def generate(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="With --batch: prompts that share one forward pass.")] = 8,
     ngl: NglOpt = -1,
     threads: ThreadsOpt = None,
+    rpc: RpcOpt = None,
+    split_mode: SplitModeOpt = None,
+    tensor_split: TensorSplitOpt = None,
+    main_gpu: MainGpuOpt = None,
     verbose: VerboseOpt = False,
 ):
     """Generate an answer by denoising a canvas of masks."""
@@ -192,12 +212,13 @@ def generate(
     overrides = dict(gen_length=gen_length, steps=steps, block_length=block_length, schedule=schedule,
                      algorithm=algorithm, alg_temp=alg_temp, temperature=temperature, top_k=top_k, top_p=top_p,
                      cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
+    devices = dict(rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
     if batch is not None:
         if prompt is not None or visual or trace is not None or delay or force:
             raise UsageError("--batch answers the file's prompts only: it takes no PROMPT, --visual, --trace, "
                              "--delay or --force (they follow one generation)")
         prompts = read_batch(batch)
-        with open_model(model, ngl, threads, verbose, pull) as m:
+        with open_model(model, ngl, threads, verbose, pull, **devices) as m:
             params = m.params(**overrides)
             for first in range(0, len(prompts), batch_size):
                 group = prompts[first:first + batch_size]
@@ -209,7 +230,7 @@ def generate(
     forced = [parse_force(check_utf8(f, "--force")) for f in force or ()]
     writer = _trace_writer(trace)  # a bad --trace path fails here, before the model loads
     try:
-        with open_model(model, ngl, threads, verbose, pull) as m:
+        with open_model(model, ngl, threads, verbose, pull, **devices) as m:
             params = m.params(**overrides)
             gen = m.denoise(text, system=system, raw=raw, params=params, force=forced)
             result = _drive(gen, _sinks(m, gen, text, visual, delay=delay, trace=writer, fixed=gen.fixed))
@@ -265,7 +286,7 @@ def borrow_options(source, names: tuple[str, ...]):
 _SAMPLING = ("steps", "block_length", "schedule", "algorithm", "alg_temp", "temperature", "top_k", "top_p",
              "cfg", "eps", "threshold", "factor", "seed")
 _INFILL_SHARED = ("model",) + _SAMPLING + ("system", "json_out", "visual", "delay", "trace", "pull", "ngl",
-                                           "threads", "verbose")
+                                           "threads") + DEVICE_OPTIONS + ("verbose",)
 
 
 @app.command()
@@ -285,7 +306,8 @@ def infill(
     o = opts
     writer = _trace_writer(o["trace"])
     try:
-        with open_model(o["model"], o["ngl"], o["threads"], o["verbose"], o["pull"]) as m:
+        with open_model(o["model"], o["ngl"], o["threads"], o["verbose"], o["pull"],
+                        **{k: o[k] for k in DEVICE_OPTIONS}) as m:
             gen = m.infill(template, chat=chat, user=user, system=o["system"], **{k: o[k] for k in _SAMPLING})
             sinks = _sinks(m, gen, template, o["visual"], delay=o["delay"], trace=writer, fixed=gen.fixed)
             result = _drive(gen, sinks)
@@ -293,6 +315,37 @@ def infill(
         if writer is not None:
             writer.close()
     _emit(result, o["json_out"], o["verbose"])
+
+
+@app.command("rpc-server")
+@boundary
+def rpc_server(
+    host: Annotated[str, typer.Option("--host", help="IPv4 address to listen on (0.0.0.0: every interface; trusted networks only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port to listen on.")] = 50052,
+    device: Annotated[Optional[list[str]], typer.Option("--device", help="Device to serve, e.g. CUDA0 (repeatable; default: the GPUs, else the CPU).")] = None,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="Keep received weights in DIR, so a restarted client does not resend them.")] = None,
+    threads: ThreadsOpt = None,
+    verbose: VerboseOpt = False,
+):
+    """Lend this machine's devices to 'dlm --rpc' on another host (llama.cpp's RPC server)."""
+    from . import api
+
+    names = [n.strip() for d in device or () for n in d.split(",") if n.strip()]
+    server = api.RpcServer(host, port, devices=names, cache_dir=cache, n_threads=threads, verbose=verbose)
+    if not server.loopback:
+        err(f"Warning: the RPC protocol has no authentication and no encryption: anyone who can reach "
+            f"{host}:{port} can use this machine's devices and read or write their memory. Serve only on a "
+            f"trusted network.")
+    err(f"dlm rpc-server: serving {', '.join(server.device_labels)} on {host}:{port} "
+        f"(llama.cpp RPC; Ctrl-C stops it)")
+    try:
+        server.run()
+    except (KeyboardInterrupt, Terminated) as e:
+        # llama.cpp's server thread cannot be stopped or joined; leave without Python's shutdown,
+        # which would run C++ destructors under it.
+        code = _report_signal(e)
+        sys.stdout.flush()
+        os._exit(code)
 
 
 def _drive(gen, sinks: list):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import native
+from . import native, rpc
 from .native import lib
 
 import numpy as np  # noqa: E402  (after llama_cpp on purpose)
@@ -57,46 +58,133 @@ def default_threads(model: "LlamaModel") -> int:
     return 1 if model.n_params < SMALL_MODEL_PARAMS else available_cores()
 
 
+SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}  # LLAMA_SPLIT_MODE_*
+
+
+@dataclass(frozen=True)
+class Devices:
+    """Where a model's layers go: llama.cpp's RPC hosts and multi-GPU split (docs/distributed.md).
+
+    ``rpc``: "HOST:PORT,..." or a list of them; ``split_mode``: none, layer or row; ``tensor_split``:
+    proportions per device ("3,1" or a list), in llama.cpp's device order (RPC hosts first, then the
+    local GPUs); ``main_gpu``: the device index used with split mode none (and for row-split
+    intermediates). None everywhere: llama.cpp's defaults.
+    """
+
+    rpc: str | Sequence[str] | None = None
+    split_mode: str | None = None
+    tensor_split: str | Sequence[float] | None = None
+    main_gpu: int | None = None
+
+    @property
+    def endpoints(self) -> list:
+        text = self.rpc if isinstance(self.rpc, str) or self.rpc is None else ",".join(self.rpc)
+        return rpc.parse_endpoints(text)
+
+    def split(self) -> list[float] | None:
+        ts = self.tensor_split
+        if ts is None or (isinstance(ts, str) and not ts.strip()):
+            return None
+        try:
+            vals = [float(x) for x in (ts.replace("/", ",").split(",") if isinstance(ts, str) else ts)]
+        except ValueError:
+            raise UsageError(f"--tensor-split {ts!r}: expected proportions such as 3,1") from None
+        if any(not v >= 0 or v == float("inf") for v in vals) or not sum(vals) > 0:
+            raise UsageError(f"--tensor-split {ts!r}: proportions must be non-negative and not all zero")
+        return vals
+
+    def check(self) -> None:
+        """Refuse bad values before anything is loaded or contacted."""
+        self.endpoints
+        self.split()
+        if self.split_mode is not None and self.split_mode not in SPLIT_MODES:
+            raise UsageError(f"--split-mode {self.split_mode!r}: use none, layer or row")
+        if self.main_gpu is not None and self.main_gpu < 0:
+            raise UsageError(f"--main-gpu must be 0 or more (got {self.main_gpu})")
+
+
 class LlamaModel:
     """A loaded llama.cpp model (weights + vocabulary).
 
     ``twin``: load a llada/dream file under its autoregressive twin arch (llama/qwen2), which gets
     a KV cache (runtime/twin.py); ``arch`` and ``is_diffusion`` still describe the file.
+    ``devices``: RPC hosts and the multi-device split (Devices).
     """
 
-    def __init__(self, path: Path, n_gpu_layers: int = ALL_LAYERS, *, twin: bool = False):
+    def __init__(self, path: Path, n_gpu_layers: int = ALL_LAYERS, devices: Devices | None = None, *,
+                 twin: bool = False):
         self.ptr = None
         self.path = Path(path)
         self.twin_of: str | None = None
+        devices = devices or Devices()
+        devices.check()
         check_gguf_file(self.path)
         params = lib.llama_model_default_params()
         params.n_gpu_layers = ALL_LAYERS if n_gpu_layers < 0 else min(n_gpu_layers, ALL_LAYERS)  # C int
         params.progress_callback = native.progress_callback
-        if twin:
-            header = TwinHeader(self.path)
-            self.twin_of = header.arch
-            tf = TwinFile(header)
-            try:
-                if tf.copy_path is None:
-                    params.load_mode = LOAD_MODE_NONE  # a cookie stream has no fd to mmap
-                    ptr = native.call_interruptibly(lib.llama_model_load_from_file_ptr, tf.ptr, params,
-                                                    free=lib.llama_model_free)
-                else:
-                    ptr = native.call_interruptibly(lib.llama_model_load_from_file,
-                                                    os.fsencode(tf.copy_path), params, free=lib.llama_model_free)
-            finally:
-                tf.close()
-        else:
-            ptr = native.call_interruptibly(lib.llama_model_load_from_file, os.fsencode(self.path), params,
-                                            free=lib.llama_model_free)
+        keep = self._set_devices(params, devices)  # referenced until the load returns
+        with native.capture_log() as log:
+            if twin:
+                header = TwinHeader(self.path)
+                self.twin_of = header.arch
+                tf = TwinFile(header)
+                try:
+                    if tf.copy_path is None:
+                        params.load_mode = LOAD_MODE_NONE  # a cookie stream has no fd to mmap
+                        ptr = native.call_interruptibly(lib.llama_model_load_from_file_ptr, tf.ptr, params,
+                                                        free=lib.llama_model_free)
+                    else:
+                        ptr = native.call_interruptibly(lib.llama_model_load_from_file,
+                                                        os.fsencode(tf.copy_path), params, free=lib.llama_model_free)
+                finally:
+                    tf.close()
+            else:
+                ptr = native.call_interruptibly(lib.llama_model_load_from_file, os.fsencode(self.path), params,
+                                                free=lib.llama_model_free)
+        del keep
         if not ptr:
             raise ModelError(
                 f"llama.cpp could not load {self.path} (truncated or corrupt GGUF, or an architecture this "
                 f"llama.cpp does not know); run with --verbose to see its log"
             )
         self.ptr = ptr
+        self._load_log = "".join(line for line in log.lines if "assigned to device" in line
+                                 or "model buffer size" in line)
         self.vocab = lib.llama_model_get_vocab(ptr)
         self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
+
+    @staticmethod
+    def _set_devices(params, devices: Devices) -> list:
+        keep: list = []
+        rpc_devices = rpc.add_servers(devices.endpoints)
+        chosen = rpc.model_devices(rpc_devices)
+        if chosen is not None:
+            arr = (ctypes.c_void_p * (len(chosen) + 1))(*[d.ptr for d in chosen], None)  # NULL-terminated
+            keep.append(arr)
+            params.devices = ctypes.cast(arr, ctypes.c_void_p)
+        n_devices = len(chosen) if chosen is not None else None
+        if devices.split_mode is not None:
+            params.split_mode = SPLIT_MODES[devices.split_mode]
+        if devices.main_gpu is not None:
+            if n_devices is not None and devices.main_gpu >= max(n_devices, 1):
+                raise UsageError(f"--main-gpu {devices.main_gpu}: there are {n_devices} device(s) "
+                                 f"(RPC hosts first, then local GPUs); use 0 to {max(n_devices - 1, 0)}")
+            params.main_gpu = devices.main_gpu
+        split = devices.split()
+        if split is not None:
+            cap = int(lib.llama_max_devices())
+            if len(split) > cap or (n_devices is not None and len(split) > max(n_devices, 1)):
+                raise UsageError(f"--tensor-split has {len(split)} proportions but there are "
+                                 f"{n_devices if n_devices is not None else cap} device(s)")
+            arr = (ctypes.c_float * cap)(*split)
+            keep.append(arr)
+            params.tensor_split = arr
+        return keep
+
+    @property
+    def placement(self) -> "rpc.Placement | None":
+        """Which device llama.cpp put each layer on, from its load log."""
+        return rpc.parse_placement(self._load_log)
 
     def meta(self, key: str) -> str | None:
         """A GGUF metadata value as text, or None when the key is absent."""
@@ -214,14 +302,14 @@ class Runtime:
     """A model plus whatever context and batch the current canvases need."""
 
     def __init__(self, path: Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,
-                 verbose: bool = False):
+                 verbose: bool = False, devices: Devices | None = None):
         if n_threads is not None and not 1 <= n_threads <= MAX_THREADS:
             raise UsageError(f"--threads must be between 1 and {MAX_THREADS} (got {n_threads})")
         native.init(verbose)
         self.n_threads = n_threads
         self.ctx: LlamaContext | None = None
         self.batch: LlamaBatch | None = None
-        self.model = LlamaModel(path, n_gpu_layers)
+        self.model = LlamaModel(path, n_gpu_layers, devices)
         self._pieces: dict[int, bytes] = {}
 
     # --- vocabulary -------------------------------------------------------------------------

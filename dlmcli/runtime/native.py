@@ -31,13 +31,24 @@ _global_libstdcxx()
 import llama_cpp.llama_cpp as lib  # noqa: E402,F401  (loaded before numpy)
 
 _lock = threading.Lock()
-_state = {"init": False, "verbose": False, "callback": None}
+_state = {"init": False, "verbose": False, "callback": None, "capture": None}
+_LOG_ERROR = 4  # GGML_LOG_LEVEL_ERROR
+_errors: list[str] = []  # the last few error lines, to explain a later failure (an RPC abort)
 
 
 def _on_log(level: int, text: bytes, user_data) -> None:
     # Native logs go through Python so they can be silenced or kept off a live view.
     try:
-        if _state["verbose"] and text:
+        if not text:
+            return
+        if _state["capture"] is not None or level == _LOG_ERROR:
+            line = text.decode("utf-8", "replace")
+            if _state["capture"] is not None:
+                _state["capture"].append(line)
+            if level == _LOG_ERROR:
+                del _errors[:-7]
+                _errors.append(line)
+        if _state["verbose"]:
             sys.stderr.write(text.decode("utf-8", "replace"))
     except (KeyboardInterrupt, Terminated) as e:  # ctypes would print and drop it: keep it for later
         _keep(e)
@@ -60,6 +71,31 @@ def init(verbose: bool = False) -> None:
 
 def set_verbose(verbose: bool) -> None:
     _state["verbose"] = verbose
+
+
+def is_verbose() -> bool:
+    return _state["verbose"]
+
+
+def recent_errors() -> list[str]:
+    return list(_errors)
+
+
+class capture_log:
+    """Context manager: collect llama.cpp's log lines (all levels) into ``self.lines`` meanwhile."""
+
+    def __enter__(self):
+        self.lines: list[str] = []
+        self._old, _state["capture"] = _state["capture"], self.lines
+        return self
+
+    def __exit__(self, *exc):
+        _state["capture"] = self._old
+        return False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
 
 
 # --- Ctrl-C inside long native calls ------------------------------------------------------------
