@@ -45,7 +45,7 @@ _TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 # The options of 'dlm generate' that make sense for a conversation.
 SHARED = ("model", "gen_length", "steps", "block_length", "schedule", "algorithm", "alg_temp", "temperature",
           "top_k", "top_p", "cfg", "eps", "threshold", "factor", "early_stop", "seed", "system", "visual",
-          "delay", "pull", "ngl", "threads", "verbose")
+          "delay", "pull", "ngl", "threads", "rpc", "split_mode", "tensor_split", "main_gpu", "verbose")
 
 
 def register(app) -> None:
@@ -56,12 +56,13 @@ def register(app) -> None:
 
 def chat(**opts):
     """Hold a conversation: each answer denoises live, then stays as text. Pipe lines in to script it."""
-    from .cli import check_utf8, open_model
+    from .cli import DEVICE_OPTIONS, check_utf8, open_model
     from .conversation import Conversation
 
     check_utf8(opts["system"], "--system")
     interactive = sys.stdin is not None and not sys.stdin.closed and sys.stdin.isatty()
-    with open_model(opts["model"], opts["ngl"], opts["threads"], opts["verbose"], opts["pull"]) as m:
+    with open_model(opts["model"], opts["ngl"], opts["threads"], opts["verbose"], opts["pull"],
+                    **{k: opts[k] for k in DEVICE_OPTIONS}) as m:
         conv = Conversation(m, system=opts["system"], **{k: opts[k] for k in SETTINGS})
         session = ChatSession(conv, visual=opts["visual"], delay=opts["delay"], verbose=opts["verbose"],
                               interactive=interactive)
