@@ -296,7 +296,14 @@ def test_rpc_server_beyond_loopback_warns_and_stops_on_sigterm():
         first = proc.stderr.readline().decode()
         assert first.startswith("Warning: the RPC protocol has no authentication"), first
         assert f"on 0.0.0.0:{port}" in proc.stderr.readline().decode()
-        rpc.probe(rpc.Endpoint("127.0.0.1", port), timeout=30)  # it serves
+        deadline = time.monotonic() + 60
+        while True:  # it serves (llama.cpp binds a moment after the line above)
+            try:
+                rpc.probe(rpc.Endpoint("127.0.0.1", port), timeout=5)
+                break
+            except rpc.RpcError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 143
         assert proc.stderr.read() == b"Terminated.\n"
