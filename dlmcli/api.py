@@ -30,7 +30,7 @@ from . import infill as infill_text
 from .engine.denoise import VocabInfo, denoise_batch
 from .engine.events import Step
 from .engine.params import GenerationParams
-from .engine.scoring import default_threads, set_threads
+from .engine.scoring import default_threads
 from .errors import GenerationError, ModelError, UsageError
 from .messages import check_messages, plain_transcript
 from .template import render_chat
@@ -254,8 +254,6 @@ class Model:
         except BaseException:
             self.runtime.close()
             raise
-        # Scoring runs between forward passes, while llama.cpp's threads are idle.
-        set_threads(n_threads or default_threads())
 
     @property
     def placement(self):
@@ -289,7 +287,10 @@ class Model:
         eog = {t for t in range(m.n_vocab) if self.runtime.is_eog(t)}
         eog.discard(mask)
         fill = self.runtime.eos_id if 0 <= self.runtime.eos_id < m.n_vocab else (min(eog) if eog else None)
-        self.vocab_info = VocabInfo(mask_id=mask, shift=self.shift, eog_ids=frozenset(eog), fill_id=fill)
+        # Scoring runs between forward passes, while llama.cpp's threads are idle: as many as llama.cpp's.
+        threads = self.runtime.n_threads or default_threads()
+        self.vocab_info = VocabInfo(mask_id=mask, shift=self.shift, eog_ids=frozenset(eog), fill_id=fill,
+                                    threads=threads)
         self.model_defaults = dict(self.catalog_defaults)  # catalog < the file's own hints
         for key, conv in defaults.GGUF_KEYS.items():
             raw = m.meta(key)

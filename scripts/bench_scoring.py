@@ -132,13 +132,12 @@ def main() -> None:
         print(f"rows {n:4d} plain    (1 thread)                {t_plain:8.2f} ms", flush=True)
         for var in args.variants.split(","):
             scoring._greedy_part = VARIANTS[var]
-            # the numpy variants split rows over the Python pool, as dlm does without the kernel
             os.environ["DLM_SCORING"] = "" if var == "dlm" else "numpy"
             for th in map(int, args.threads.split(",")):
-                scoring.set_threads(th)
                 for ck in map(int, args.chunks.split(",")) if var == "numpy" else [0]:
                     scoring.CHUNK_BYTES = (ck or 2048) << 10
-                    t = med(lambda: scoring.greedy(scoring.Rows(logits, idx), "low-confidence"), args.reps)
+                    t = med(lambda: scoring.greedy(scoring.Rows(logits, idx), "low-confidence", th),
+                            args.reps)
                     res.append({"rows": n, "impl": var, "threads": th, "chunk_kib": ck, "ms": t})
                     print(f"rows {n:4d} {var:8s} threads {th:2d} chunk {ck:5d} KiB {t:8.2f} ms", flush=True)
         scoring._greedy_part = VARIANTS["dlm"]

@@ -2,9 +2,12 @@
 
 LLaDA ``generate()`` (block schedule) and Dream ``diffusion_generate()`` (timestep schedule),
 re-expressed in numpy over a whole-canvas logits array. It consumes randomness in the order the
-engine documents (per sequence and step: Gumbel uniforms [n_candidates, V] when temperature > 0,
-then uniforms [n] for 'random' confidence, then [n] for 'origin' reveals, then [n] for alg_temp),
-so runs with temperature can be compared too. It returns the canvas after every forward pass.
+engine documents (per sequence and step: uniforms [n_candidates] for the token draws when
+temperature > 0, then uniforms [n] for 'random' confidence, then [n] for 'origin' reveals, then [n]
+for alg_temp), so runs with temperature can be compared too. A token is drawn from the authors'
+distribution (softmax of the filtered logits / T) by inverse CDF in vocabulary order, one uniform
+per candidate: the same distribution as LLaDA's Gumbel-max and Dream's multinomial, not their
+random streams. It returns the canvas after every forward pass.
 """
 
 from __future__ import annotations
@@ -18,6 +21,15 @@ def _softmax(z):
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def _draw(probs, u):
+    """Inverse CDF per row: the first token whose cumulative probability exceeds u."""
+    out = np.empty(probs.shape[0], np.int64)
+    for r in range(probs.shape[0]):
+        cum = np.cumsum(probs[r])
+        out[r] = min(int(np.searchsorted(cum, u[r] * cum[-1], side="right")), probs.shape[1] - 1)
+    return out
 
 
 def _top_p(z, top_p):
@@ -96,10 +108,8 @@ def llada_generate(forward, canvas, gen_start, *, steps, block_length, mask_id, 
             if top_k > 0:
                 z = _top_k(z, top_k)
             if temperature > 0:
-                # LLaDA add_gumbel_noise: exp(logits) / (-log U)^T, in float64, on the untempered logits
-                zl = z * temperature
-                u = rng.random(zl.shape)
-                x0 = np.argmax(np.exp(zl) / (-np.log(u)) ** temperature, axis=-1)
+                # LLaDA add_gumbel_noise samples softmax(filtered logits / T); drawn here by inverse CDF
+                x0 = _draw(_softmax(z), rng.random(cand.size))
             else:
                 x0 = np.argmax(z, axis=-1)
             p = _softmax(logits[cand])  # LLaDA: confidence from the plain softmax of the logits
@@ -152,8 +162,7 @@ def dream_generate(forward, canvas, gen_start, *, steps, mask_id, eps=1e-3, alg=
             z = _top_k(z, top_k)
         probs = _softmax(z)
         if temperature > 0:
-            u = rng.random(z.shape)
-            x0 = np.argmax(z - np.log(-np.log(u)), axis=-1)  # a draw from Categorical(probs)
+            x0 = _draw(probs, rng.random(cand.size))  # a draw from Categorical(probs)
         else:
             x0 = np.argmax(probs, axis=-1)
         conf = probs[np.arange(cand.size), x0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -44,15 +45,15 @@ def test_batch_steps_are_shared_passes(llada):
 
 def test_scoring_threads_do_not_change_results(llada):
     params = GenerationParams(gen_length=16, steps=16, block_length=16, schedule="timestep", seed=2).validate()
-    old = scoring._POOL_SIZE
+    old = llada.vocab_info
     try:
         runs = []
-        for n in (1, 3):
-            scoring.set_threads(n)
+        for n in (1, 3):  # a per-model value, handed to every scoring call
+            llada.vocab_info = dataclasses.replace(old, threads=n)
             runs.append([s.canvas.tolist() for s in llada.denoise("reverse hello", params=params)])
         assert runs[0] == runs[1]
     finally:
-        scoring.set_threads(old)
+        llada.vocab_info = old
 
 
 def test_cli_batch_answers_in_order(gguf_dir, tmp_path):

@@ -154,18 +154,16 @@ def test_threads_give_the_same_bits():
     rng = np.random.default_rng(5)
     logits = rng.standard_normal((64, 1 << 16)).astype(np.float32)  # 4M logits: 4 threads
     rows = scoring.Rows(logits, rng.permutation(64)[:50])
-    old = scoring._POOL_SIZE
-    try:
-        for algorithm in ("entropy", "margin", "low-confidence"):
-            for cfg in (None, rng.standard_normal(logits.shape).astype(np.float32)):
-                r = scoring.Rows(logits, rows.index, cfg, 2.0)
-                scoring.set_threads(1)
-                one = scoring.greedy(r, algorithm)
-                scoring.set_threads(4)
-                four = scoring.greedy(r, algorithm)
+    for algorithm in ("entropy", "margin", "low-confidence"):
+        for cfg in (None, rng.standard_normal(logits.shape).astype(np.float32)):
+            r = scoring.Rows(logits, rows.index, cfg, 2.0)
+            one = scoring.greedy(r, algorithm, 1)
+            four = scoring.greedy(r, algorithm, 4)
+            assert (one[0] == four[0]).all() and (one[1] == four[1]).all()
+            for temperature, top_k, top_p in ((0.7, 0, 1.0), (0.0, 0, 0.9), (0.5, 40, 0.95)):
+                one = scoring.sample(r, algorithm, temperature, top_k, top_p, "sampled", np.random.default_rng(1), 1)
+                four = scoring.sample(r, algorithm, temperature, top_k, top_p, "sampled", np.random.default_rng(1), 4)
                 assert (one[0] == four[0]).all() and (one[1] == four[1]).all()
-    finally:
-        scoring.set_threads(old)
 
 
 def ulps(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
@@ -190,19 +188,3 @@ def test_the_kernels_exp_and_log_are_within_two_ulp():
     kernel.elementwise(1, p, out)
     exact = np.log(p.astype(np.float64))
     assert (np.abs(out - exact) <= 2 * np.spacing(np.abs(exact.astype(np.float32))) + 1e-12).all()
-
-
-@needs_kernel
-def test_openmp_and_thread_pool_splits_agree(monkeypatch):
-    rng = np.random.default_rng(9)
-    logits = rng.standard_normal((40, 1 << 16)).astype(np.float32)
-    rows = scoring.Rows(logits, rng.permutation(40)[:33])
-    old = scoring._POOL_SIZE
-    try:
-        scoring.set_threads(4)
-        a = scoring.greedy(rows, "low-confidence")
-        monkeypatch.setattr(kernel, "OPENMP", 0)  # as built without OpenMP: the Python pool splits
-        b = scoring.greedy(rows, "low-confidence")
-    finally:
-        scoring.set_threads(old)
-    assert (a[0] == b[0]).all() and (a[1] == b[1]).all()

@@ -245,6 +245,385 @@ static void score_all(const float *logits, const float *uncond, float scale, Py_
     score_rows(logits, uncond, scale, V, index, n, mode, work, out_idx, out_val);
 }
 
+/* ---- Sampling with temperature and top-p / top-k (scoring.sample's rows) -------------------------
+
+   The distribution is scoring.filter_logits' (Dream's order: top-p, then top-k; the token that
+   crosses p is kept; ties ordered by index, as a stable sort does) over softmax(x / T), found
+   without sorting the row: a histogram of the exp terms by binary exponent (factors of 2 in
+   probability) tells which few buckets hold the token that crosses p or the k-th token; only those
+   are sorted. Masses are float32 terms summed in float64, so the kept set is the float64
+   definition's except when the cumulative probability at the crossing lies within about 1e-6 of
+   top_p. A token is drawn by inverse CDF in vocabulary order with one uniform per row (given by the
+   caller, from the sequence's own generator): the same distribution as the authors' Gumbel-max or
+   torch.multinomial draws, one random number per row instead of one per logit. */
+
+#define NBUCKET 128 /* binary exponents of terms in (0, 1], and 0 */
+
+typedef struct {
+    float x;
+    int32_t j;
+} pair_t;
+
+/* x descending, then index ascending: numpy's stable argsort of -x (a total order). */
+static inline int before(const pair_t *p, const pair_t *q) {
+    return p->x > q->x || (p->x == q->x && p->j < q->j);
+}
+
+static int pair_cmp(const void *a, const void *b) {
+    const pair_t *p = (const pair_t *)a, *q = (const pair_t *)b;
+    return before(p, q) ? -1 : before(q, p) ? 1 : 0;
+}
+
+static inline void pair_swap(pair_t *a, Py_ssize_t i, Py_ssize_t k) {
+    pair_t t = a[i];
+    a[i] = a[k];
+    a[k] = t;
+}
+
+/* One quickselect step on a[lo..hi) (hi - lo >= 3): returns p with a[lo..p) before a[p], the rest after. */
+static Py_ssize_t partition(pair_t *a, Py_ssize_t lo, Py_ssize_t hi) {
+    Py_ssize_t mid = lo + (hi - lo) / 2, last = hi - 1;
+    if (before(&a[mid], &a[lo])) pair_swap(a, mid, lo);
+    if (before(&a[last], &a[lo])) pair_swap(a, last, lo);
+    if (before(&a[mid], &a[last])) pair_swap(a, mid, last); /* median of three now at last */
+    const pair_t piv = a[last];
+    Py_ssize_t s = lo;
+    for (Py_ssize_t i = lo; i < last; i++)
+        if (before(&a[i], &piv)) pair_swap(a, i, s++);
+    pair_swap(a, s, last);
+    return s;
+}
+
+/* Reorder a[0..n) so that a[k] is the k-th in order, the ones before it before it (nth_element). */
+static void select_rank(pair_t *a, Py_ssize_t n, Py_ssize_t k) {
+    Py_ssize_t lo = 0, hi = n;
+    while (hi - lo > 16) {
+        Py_ssize_t p = partition(a, lo, hi);
+        if (p == k) return;
+        if (k < p) hi = p;
+        else lo = p + 1;
+    }
+    qsort(a + lo, (size_t)(hi - lo), sizeof(pair_t), pair_cmp);
+}
+
+/* Top-p over a band that follows `head` (mass, tokens) of surely kept tokens: the number of band
+   tokens kept, in order, while the mass before them is <= target (the first token overall always).
+   a[0..result) are then those tokens, and a[result - 1] the last of them in order. */
+static Py_ssize_t select_mass(pair_t *a, Py_ssize_t n, const float *terms, double head, int64_t n_head,
+                              double target) {
+    Py_ssize_t lo = 0, hi = n;
+    double base = head; /* mass of the tokens before a[lo] */
+    while (hi - lo > 16) {
+        Py_ssize_t p = partition(a, lo, hi);
+        double m = base;
+        for (Py_ssize_t i = lo; i < p; i++) m += (double)terms[a[i].j];
+        if ((p > 0 || n_head > 0) && m > target) {
+            hi = p; /* the crossing is a[p] or before */
+        } else {
+            lo = p + 1;
+            base = m + (double)terms[a[p].j];
+        }
+    }
+    qsort(a + lo, (size_t)(hi - lo), sizeof(pair_t), pair_cmp);
+    Py_ssize_t r = lo;
+    double cum = base;
+    while (r < hi && !((r > 0 || n_head > 0) && cum > target)) cum += (double)terms[a[r++].j];
+    return r;
+}
+
+static inline int bucket_of(float e) { /* e in [0, 1]: 0 for 1, b for [2^-b, 2^(1-b)), 127 for 0 */
+    int b = 127 - ((float_to_bits(e) >> 23) & 0xff);
+    return b < 0 ? 0 : b > NBUCKET - 1 ? NBUCKET - 1 : b;
+}
+
+/* terms[j] = exp((x[j] - top) * s) in float32; returns their float64 sum. */
+MULTIVERSION
+static double row_terms(const float *x, Py_ssize_t V, float top, float s, float *terms) {
+    double acc[LANES] = {0};
+    Py_ssize_t j = 0;
+    for (; j + LANES <= V; j += LANES)
+        for (int l = 0; l < LANES; l++) {
+            float t = exp_neg((x[j + l] - top) * s);
+            terms[j + l] = t;
+            acc[l] += (double)t;
+        }
+    double z = lane_sum(acc);
+    for (; j < V; j++) {
+        terms[j] = exp_neg((x[j] - top) * s);
+        z += (double)terms[j];
+    }
+    return z;
+}
+
+typedef struct {
+    double temperature; /* 0: argmax */
+    int64_t top_k;      /* 0 or >= V: off */
+    double top_p;       /* >= 1: off */
+    int raw;            /* 1: LLaDA's convention (score from the untempered, unfiltered softmax) */
+    int mode;
+} sample_params;
+
+typedef struct {
+    float *guided, *terms, *raw_terms;
+    int32_t *cand;
+    pair_t *band;
+} sample_work;
+
+/* The untempered, unfiltered score of token tok (LLaDA's convention), like score_rows. */
+static double raw_score(const float *x, Py_ssize_t V, int mode, Py_ssize_t tok, float *terms) {
+    Py_ssize_t arg, unused;
+    float top = row_argmax(x, 0, V, &arg);
+    double z = row_sumexp(x, V, top, mode == MODE_ENTROPY ? terms : NULL);
+    if (mode == MODE_MARGIN) {
+        float second = -INFINITY; /* V 1: margin 1, as the numpy path scores it */
+        if (V > 1) {
+            float before = arg > 0 ? row_argmax(x, 0, arg, &unused) : -INFINITY;
+            float after = arg + 1 < V ? row_argmax(x, arg + 1, V, &unused) : -INFINITY;
+            second = after > before ? after : before;
+        }
+        return 1.0 / z - exp((double)(second - top)) / z;
+    }
+    if (mode == MODE_ENTROPY) return row_entropy(terms, V, (float)z);
+    return (double)exp_neg(x[tok] - top) / z;
+}
+
+MULTIVERSION
+static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, double u, sample_work *w,
+                       int64_t *out_idx, double *out_val) {
+    Py_ssize_t amax;
+    const float top = row_argmax(x, 0, V, &amax);
+    const int hot = sp->temperature > 0;
+    const float s = hot ? (float)(1.0 / sp->temperature) : 1.0f;
+    float *terms = w->terms;
+    const double z_all = row_terms(x, V, top, s, terms);
+    if (isnan(z_all)) {
+        *out_val = NAN;
+        *out_idx = amax;
+        for (Py_ssize_t j = 0; j < V; j++)
+            if (isnan(x[j])) { /* numpy's argmax: the first NaN */
+                *out_idx = j;
+                break;
+            }
+        return;
+    }
+    const int by_p = sp->top_p < 1.0, by_k = sp->top_k > 0 && sp->top_k < V;
+    Py_ssize_t tok = amax;
+    double z_kept = z_all, val;
+
+    if (!by_p && !by_k) {
+        if (hot) { /* inverse CDF over the whole row, a block of sums at a time */
+            const double target = u * z_all;
+            double acc = 0.0;
+            Py_ssize_t last = amax;
+            for (Py_ssize_t a = 0; a < V; a += 256) {
+                Py_ssize_t b = a + 256 < V ? a + 256 : V;
+                double bs = 0.0;
+                for (Py_ssize_t j = a; j < b; j++) bs += (double)terms[j];
+                if (acc + bs <= target) {
+                    acc += bs;
+                    continue;
+                }
+                for (Py_ssize_t j = a; j < b; j++) {
+                    if (terms[j] > 0) last = j;
+                    acc += (double)terms[j];
+                    if (acc > target) break;
+                }
+                break;
+            }
+            tok = last;
+        }
+        if (sp->raw) {
+            val = raw_score(x, V, sp->mode, tok, w->raw_terms);
+        } else if (sp->mode == MODE_MARGIN) {
+            Py_ssize_t unused;
+            float second = -INFINITY;
+            if (V > 1) {
+                float before = amax > 0 ? row_argmax(x, 0, amax, &unused) : -INFINITY;
+                float after = amax + 1 < V ? row_argmax(x, amax + 1, V, &unused) : -INFINITY;
+                second = after > before ? after : before;
+            }
+            val = (1.0 - (double)(V > 1 ? exp_neg((second - top) * s) : 0.0f)) / z_all;
+        } else if (sp->mode == MODE_ENTROPY) {
+            val = row_entropy(terms, V, (float)z_all);
+        } else {
+            val = (double)terms[tok] / z_all;
+        }
+        *out_idx = tok;
+        *out_val = val;
+        return;
+    }
+
+    /* Histogram of the terms by binary exponent (four copies: no store-to-load chains). */
+    double hm[4][NBUCKET];
+    int64_t hc[4][NBUCKET];
+    memset(hm, 0, sizeof hm);
+    memset(hc, 0, sizeof hc);
+    Py_ssize_t j = 0;
+    for (; j + 4 <= V; j += 4)
+        for (int l = 0; l < 4; l++) {
+            int b = bucket_of(terms[j + l]);
+            hm[l][b] += (double)terms[j + l];
+            hc[l][b]++;
+        }
+    for (; j < V; j++) {
+        int b = bucket_of(terms[j]);
+        hm[0][b] += (double)terms[j];
+        hc[0][b]++;
+    }
+    /* head: buckets surely kept (no sort needed); candidates up to c_end; the band between is sorted */
+    int h_end = NBUCKET - 1, c_end = NBUCKET - 1;
+    if (by_p) {
+        const double target = sp->top_p * z_all;
+        double cum = 0.0;
+        h_end = -1;
+        for (int b = 0; b < NBUCKET; b++) {
+            cum += hm[0][b] + hm[1][b] + hm[2][b] + hm[3][b];
+            if (cum < target * (1 - 1e-6)) h_end = b;
+            if (cum > target * (1 + 1e-6)) {
+                c_end = b;
+                break;
+            }
+        }
+    }
+    if (by_k) {
+        int64_t cnt = 0;
+        int bk = NBUCKET - 1;
+        for (int b = 0; b < NBUCKET; b++) {
+            cnt += hc[0][b] + hc[1][b] + hc[2][b] + hc[3][b];
+            if (cnt >= sp->top_k) {
+                bk = b;
+                break;
+            }
+        }
+        if (bk < c_end) c_end = bk;
+        if (bk - 1 < h_end) h_end = bk - 1;
+    }
+    if (h_end >= c_end) h_end = c_end - 1;
+    const float lo_c = c_end >= NBUCKET - 1 ? -1.0f : ldexpf(1.0f, -c_end);
+    const float lo_h = h_end < 0 ? 2.0f : ldexpf(1.0f, -h_end);
+    Py_ssize_t nc = 0, nb = 0;
+    double head = 0.0;
+    int64_t n_head = 0;
+    for (j = 0; j < V; j++) { /* branch-free: in flat rows these tests are coin flips */
+        const float e = terms[j];
+        const int in = e >= lo_c, hd = e >= lo_h;
+        w->cand[nc] = (int32_t)j;
+        nc += in;
+        head += hd ? (double)e : 0.0;
+        n_head += hd;
+        w->band[nb].x = x[j];
+        w->band[nb].j = (int32_t)j;
+        nb += in & !hd;
+    }
+    /* The band's kept part, found by selection (no sort of the band): a cut (x, index) in the
+       sorted order; kept = the head and every band token up to the cut. */
+    Py_ssize_t keep = nb;
+    float cut_x = -INFINITY;
+    int32_t cut_j = INT32_MAX;
+    if (by_p) {
+        keep = select_mass(w->band, nb, terms, head, n_head, sp->top_p * z_all);
+        if (keep > 0) {
+            cut_x = w->band[keep - 1].x;
+            cut_j = w->band[keep - 1].j;
+        } else {
+            cut_x = INFINITY; /* no band token kept */
+            cut_j = -1;
+        }
+    }
+    if (by_k && n_head + keep > sp->top_k) {
+        const Py_ssize_t r = (Py_ssize_t)(sp->top_k - 1 - n_head);
+        select_rank(w->band, keep, r);
+        const float v = w->band[r].x; /* the k-th value: its ties stay (those top-p kept) */
+        if (v != cut_x) {
+            cut_x = v;
+            cut_j = INT32_MAX;
+        }
+    }
+    /* The kept tokens in vocabulary order (cand is in that order). */
+    Py_ssize_t nk = 0;
+    double zk = 0.0;
+    float second = 0.0f;
+    for (Py_ssize_t r = 0; r < nc; r++) { /* branch-free, as above */
+        const int32_t i = w->cand[r];
+        const float e = terms[i];
+        const int k = e >= lo_h || x[i] > cut_x || (x[i] == cut_x && i <= cut_j);
+        w->cand[nk] = i;
+        nk += k;
+        zk += k ? (double)e : 0.0;
+        second = (k && i != amax && e > second) ? e : second;
+    }
+    z_kept = zk;
+    if (hot) {
+        const double target = u * zk;
+        double acc = 0.0;
+        tok = w->cand[nk - 1];
+        for (Py_ssize_t r = 0; r < nk; r++) {
+            acc += (double)terms[w->cand[r]];
+            if (acc > target) {
+                tok = w->cand[r];
+                break;
+            }
+        }
+    }
+    if (sp->raw) {
+        val = raw_score(x, V, sp->mode, tok, w->raw_terms);
+    } else if (sp->mode == MODE_MARGIN) {
+        val = (1.0 - (double)second) / z_kept;
+    } else if (sp->mode == MODE_ENTROPY) {
+        const float zf = (float)z_kept;
+        double acc = 0.0;
+        for (Py_ssize_t r = 0; r < nk; r++) {
+            float p = terms[w->cand[r]] / zf;
+            acc += (double)(p * log_pos(p + 1e-10f));
+        }
+        val = acc;
+    } else {
+        val = (double)terms[tok] / z_kept;
+    }
+    *out_idx = tok;
+    *out_val = val;
+}
+
+/* Per thread: guided, terms and raw terms (3V floats), candidates (V int32), band (V pairs). */
+#define SAMPLE_WORK_BYTES(V) ((size_t)(V) * (3 * sizeof(float) + sizeof(int32_t) + sizeof(pair_t)))
+
+static void sample_one(const float *logits, const float *uncond, float scale, Py_ssize_t V, int64_t row,
+                       const sample_params *sp, double u, char *mem, int64_t *out_idx, double *out_val) {
+    sample_work w;
+    w.guided = (float *)mem;
+    w.terms = w.guided + V;
+    w.raw_terms = w.terms + V;
+    w.cand = (int32_t *)(w.raw_terms + V);
+    w.band = (pair_t *)(w.cand + V);
+    const float *x = logits + row * V;
+    if (uncond) {
+        const float *un = uncond + row * V;
+        for (Py_ssize_t j = 0; j < V; j++) w.guided[j] = (x[j] - un[j]) * scale + un[j];
+        x = w.guided;
+    }
+    sample_row(x, V, sp, u, &w, out_idx, out_val);
+}
+
+static void sample_all(const float *logits, const float *uncond, float scale, Py_ssize_t V, const int64_t *index,
+                       Py_ssize_t n, const sample_params *sp, const double *u, char *work, int n_threads,
+                       int64_t *out_idx, double *out_val) {
+#ifdef _OPENMP
+    if (n_threads > 1 && n > 1) {
+        if (n_threads > n) n_threads = (int)n;
+#pragma omp parallel num_threads(n_threads)
+        {
+            char *mine = work + (size_t)omp_get_thread_num() * SAMPLE_WORK_BYTES(V);
+#pragma omp for schedule(dynamic, 1)
+            for (Py_ssize_t r = 0; r < n; r++)
+                sample_one(logits, uncond, scale, V, index[r], sp, u ? u[r] : 0.0, mine, out_idx + r, out_val + r);
+        }
+        return;
+    }
+#endif
+    for (Py_ssize_t r = 0; r < n; r++)
+        sample_one(logits, uncond, scale, V, index[r], sp, u ? u[r] : 0.0, work, out_idx + r, out_val + r);
+}
+
 /* kind: 'f' float32, 'i' int64, 'd' float64; a byte-order prefix must mean this machine's order. */
 static int format_is(const char *fmt, char kind) {
     if (fmt == NULL) return 0;
@@ -355,6 +734,111 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(sample_doc,
+"sample(logits, index, uncond, scale, temperature, top_k, top_p, raw, mode, uniforms, out_idx, out_val,\n"
+"       n_threads=1)\n\n"
+"For each row (as in score), the token drawn from softmax(row / temperature) after top-p then top-k\n"
+"(temperature 0: the argmax), by inverse CDF with uniforms[r] (float64, one per row; None when\n"
+"temperature is 0), and its score (mode as in score): on that filtered distribution, or with raw=1\n"
+"on the untempered, unfiltered softmax.");
+
+static PyObject *sample(PyObject *self, PyObject *args) {
+    PyObject *lo, *io, *uo, *ro, *oio, *ovo;
+    double scale, temperature, top_p;
+    long long top_k;
+    int raw, mode, n_threads = 1;
+    if (!PyArg_ParseTuple(args, "OOOddLdiiOOO|i", &lo, &io, &uo, &scale, &temperature, &top_k, &top_p, &raw,
+                          &mode, &ro, &oio, &ovo, &n_threads))
+        return NULL;
+#ifdef _OPENMP
+    if (n_threads < 1) n_threads = 1;
+    if (n_threads > 512) n_threads = 512;
+#else
+    n_threads = 1;
+#endif
+    if (mode < MODE_CONF || mode > MODE_ENTROPY) {
+        PyErr_SetString(PyExc_ValueError, "mode must be 0, 1 or 2");
+        return NULL;
+    }
+    if (!(temperature >= 0) || !(top_p > 0) || top_k < 0) {
+        PyErr_SetString(PyExc_ValueError, "temperature >= 0, top_p > 0 and top_k >= 0 expected");
+        return NULL;
+    }
+    Py_buffer L = {0}, I = {0}, U = {0}, R = {0}, OI = {0}, OV = {0};
+    PyObject *result = NULL;
+    char *work = NULL;
+    int64_t *index = NULL;
+    double *uniforms = NULL;
+    if (get(lo, &L, 0, 4, 'f', "logits") < 0) return NULL;
+    if (get(io, &I, 0, 8, 'i', "index") < 0) goto done;
+    if (uo != Py_None && get(uo, &U, 0, 4, 'f', "uncond") < 0) goto done;
+    if (ro != Py_None && get(ro, &R, 0, 8, 'd', "uniforms") < 0) goto done;
+    if (get(oio, &OI, 1, 8, 'i', "out_idx") < 0) goto done;
+    if (get(ovo, &OV, 1, 8, 'd', "out_val") < 0) goto done;
+    if (L.ndim != 2) {
+        PyErr_SetString(PyExc_TypeError, "logits: expected a 2-D float32 array");
+        goto done;
+    }
+    Py_ssize_t rows = L.shape[0], V = L.shape[1];
+    Py_ssize_t n = I.len / 8;
+    if (OI.len / 8 != n || OV.len / 8 != n || (R.obj && R.len / 8 != n)) {
+        PyErr_SetString(PyExc_ValueError, "out_idx, out_val and uniforms must have one item per index");
+        goto done;
+    }
+    if (temperature > 0 && !R.obj) {
+        PyErr_SetString(PyExc_ValueError, "temperature > 0 needs uniforms");
+        goto done;
+    }
+    if (U.obj && (U.ndim != 2 || U.shape[0] != rows || U.shape[1] != V)) {
+        PyErr_SetString(PyExc_ValueError, "uncond must have the shape of logits");
+        goto done;
+    }
+    if (n > 0 && (V == 0 || V > INT32_MAX)) {
+        PyErr_SetString(PyExc_ValueError, "logits: rows must hold 1 to 2^31-1 items");
+        goto done;
+    }
+    /* Private copies, checked once (see score). */
+    index = (int64_t *)malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    uniforms = (double *)malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    if (!index || !uniforms) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(index, I.buf, sizeof(int64_t) * (size_t)n);
+    if (R.obj) memcpy(uniforms, R.buf, sizeof(double) * (size_t)n);
+    for (Py_ssize_t r = 0; r < n; r++)
+        if (index[r] < 0 || index[r] >= rows) {
+            PyErr_Format(PyExc_IndexError, "row %lld out of range", (long long)index[r]);
+            goto done;
+        }
+    if (n > 0) {
+        if ((Py_ssize_t)n_threads > n) n_threads = (int)n;
+        work = (char *)malloc(SAMPLE_WORK_BYTES(V) * (size_t)n_threads);
+        if (!work) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        sample_params sp = {temperature, top_k, top_p, raw != 0, mode};
+        Py_BEGIN_ALLOW_THREADS
+        sample_all((const float *)L.buf, U.obj ? (const float *)U.buf : NULL, (float)scale, V, index, n, &sp,
+                   R.obj ? uniforms : NULL, work, n_threads, (int64_t *)OI.buf, (double *)OV.buf);
+        Py_END_ALLOW_THREADS
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    free(work);
+    free(index);
+    free(uniforms);
+    if (L.obj) PyBuffer_Release(&L);
+    if (I.obj) PyBuffer_Release(&I);
+    if (U.obj) PyBuffer_Release(&U);
+    if (R.obj) PyBuffer_Release(&R);
+    if (OI.obj) PyBuffer_Release(&OI);
+    if (OV.obj) PyBuffer_Release(&OV);
+    return result;
+}
+
 PyDoc_STRVAR(elementwise_doc,
 "elementwise(which, x, out)\n\n"
 "out = exp(x) (which 0, for x <= 0) or log(x) (which 1, for x > 0) with the kernel's own\n"
@@ -387,6 +871,7 @@ static PyObject *elementwise(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"score", score, METH_VARARGS, score_doc},
+    {"sample", sample, METH_VARARGS, sample_doc},
     {"elementwise", elementwise, METH_VARARGS, elementwise_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -26,12 +26,14 @@ Forward = Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
 
 @dataclass(frozen=True)
 class VocabInfo:
-    """What the engine needs to know about the model's vocabulary."""
+    """What the engine needs to know about the model: its vocabulary, and how many CPU threads may
+    score its rows (the model's runtime decides; a per-model value, so two models in one process can differ)."""
 
     mask_id: int
     shift: bool  # position i is predicted by the output at i-1 (Dream, RND1)
     eog_ids: frozenset = frozenset()  # end-of-generation tokens (EOS, EoT, ...)
     fill_id: int | None = None  # token that pads an answer after early stop (EOS)
+    threads: int = 1  # scoring threads (OpenMP threads of the C kernel)
 
 
 @dataclass
@@ -123,7 +125,8 @@ def denoise_batch(canvases: Sequence[np.ndarray], gen_starts: Sequence[int], par
                 last = step_no == p.steps - 1
                 reveal_p = 1.0 if last else 1.0 - ts[step_no + 1] / ts[step_no]
 
-            chosen, tok, conf = _choose(rows, masked, k, reveal_p, p, convention, dynamic, s.rng, vocab.mask_id)
+            chosen, tok, conf = _choose(rows, masked, k, reveal_p, p, convention, dynamic, s.rng, vocab.mask_id,
+                                        vocab.threads)
             s.canvas[chosen] = tok
             s.step_in_block += 1
             block_now = s.block
@@ -145,12 +148,12 @@ def denoise_batch(canvases: Sequence[np.ndarray], gen_starts: Sequence[int], par
         yield out
 
 
-def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic, rng, mask_id):
+def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic, rng, mask_id, threads=1):
     """Pick positions to commit; returns (positions, tokens, confidences)."""
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0))
     if masked.size == 0 or (k == 0 and not dynamic and p.algorithm != "origin"):
         return empty
-    idx, conf = sample(rows, p.algorithm, p.temperature, p.top_k, p.top_p, convention, rng)
+    idx, conf = sample(rows, p.algorithm, p.temperature, p.top_k, p.top_p, convention, rng, threads)
     if np.isnan(conf).any():  # O(n): a NaN or infinite logit makes its row's confidence NaN
         raise GenerationError("the model produced NaN or infinite logits; its weights are probably corrupt "
                               "(try another copy or quant of the model)")
@@ -161,7 +164,7 @@ def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic,
         again = Rows.of(rows).subset(picked_mask).array()
         again[:, mask_id] = -np.inf
         idx[picked_mask], conf[picked_mask] = sample(again, p.algorithm, p.temperature, p.top_k, p.top_p,
-                                                     convention, rng)
+                                                     convention, rng, threads)
     if p.algorithm == "random":
         conf = rng.random(masked.size)  # LLaDA 'random' remasking: uniform confidence
     if p.algorithm == "origin":

@@ -23,7 +23,7 @@ class GenerationParams:
     schedule: str = "block"  # "block" (LLaDA) or "timestep" (Dream)
     algorithm: str = "low-confidence"  # how positions compete to be committed
     alg_temp: float = 0.0  # > 0: sample positions from softmax(confidence / alg_temp) (Dream)
-    temperature: float = 0.0  # 0 = argmax tokens; > 0 = Gumbel-max sampling in float64
+    temperature: float = 0.0  # 0 = argmax tokens; > 0 = draw from softmax(filtered logits / T)
     top_k: int = 0  # keep the k most likely tokens before sampling; 0 = off
     top_p: float = 1.0  # nucleus filter before sampling; 1 = off
     cfg: float = 0.0  # classifier-free guidance scale; 0 = off (LLaDA)

@@ -1,22 +1,29 @@
 """Token choice and confidence for the rows (canvas positions) that compete at one step.
 
-Pure numpy on float32 logits rows ``[n, vocab]``. Two conventions, both from the authors' code:
-- ``raw`` (LLaDA ``generate.py``): tokens are drawn with Gumbel noise in float64 from the tempered
-  logits, but confidence is the probability of that token under the *un-noised, untempered* full
-  softmax.
+Float32 logits rows ``[n, vocab]`` in, one token and one score per row out. Two conventions, both
+from the authors' code:
+- ``raw`` (LLaDA ``generate.py``): the token is drawn from the tempered, filtered logits, but its
+  confidence (and margin or entropy) is measured on the *untempered, unfiltered* full softmax.
 - ``sampled`` (Dream ``sample_tokens``): temperature, top-p and top-k shape one distribution; the
-  token is drawn from it and its confidence is measured on it.
+  token is drawn from it and its confidence, margin or entropy is measured on it.
 At temperature 0 with no top-k/top-p both reduce to argmax and the full-vocabulary softmax.
 
-That greedy case is the per-step hot loop. It runs in ``_rowscore`` (a small C extension built at
-install time: one read of each row, vectorised exp) when it is built, else in numpy with the same
-arithmetic (float32 exponentials, float64 sums); ``DLM_SCORING=numpy`` forces the numpy path.
+Filters follow Dream's order: top-p, then top-k; the token whose cumulative probability crosses p is
+kept, ties ranked by vocabulary index. With temperature > 0 the token is drawn by inverse CDF (in
+vocabulary order) with one float64 uniform per row from the sequence's generator: the authors'
+distribution, softmax(filtered logits / T), not their random streams (Gumbel noise over the whole
+vocabulary in LLaDA, torch's multinomial in Dream), which no other RNG reproduces anyway.
+
+The rows are reduced in ``_rowscore`` (a small C extension built at install time: one read of each
+row from main memory, vectorised exp/log, top-p/top-k found from a histogram instead of a sort,
+rows split over OpenMP threads) when it is built, else in numpy with the same definitions (float64
+filtering; the tests' oracle); ``DLM_SCORING=numpy`` forces the numpy path. The number of threads is
+an argument of every call (a model's runtime decides it), so two models in one process can differ.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -28,15 +35,14 @@ except ImportError:  # not built (no compiler at install time): the numpy path b
 # Dream adds this inside the log of its entropy confidence; kept so scores match its code.
 ENTROPY_EPS = 1e-10
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 1
-
 # Rows are reduced a few at a time in a buffer of about this size, so that after the one read from
 # the logits (main memory) the argmax/subtract/exp/sum passes hit the CPU cache.
 CHUNK_BYTES = 1 << 21
 
 # Logits per scoring thread, at least (1M: about 0.6 ms of the C kernel on one core).
 MIN_PER_THREAD = 1 << 20
+
+MODES = {"margin": 1, "entropy": 2}  # the kernel's score modes; anything else: 0 (confidence)
 
 
 def default_threads() -> int:
@@ -49,23 +55,9 @@ def default_threads() -> int:
     return max(1, n)
 
 
-def set_threads(n: int) -> None:
-    """Split row-wise work over up to n threads."""
-    global _POOL, _POOL_SIZE
-    n = max(1, int(n))
-    if n == _POOL_SIZE:
-        return
-    if _POOL is not None:
-        _POOL.shutdown(wait=False)
-    _POOL = None  # made when first needed: the OpenMP kernel needs none
-    _POOL_SIZE = n
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="dlm-score")
-    return _POOL
+def _parts(n: int, vocab: int, threads: int) -> int:
+    # A thread only pays for itself with enough logits to reduce (a handoff costs tens of µs).
+    return max(1, min(int(threads), n, n * vocab // MIN_PER_THREAD))
 
 
 class Rows:
@@ -192,25 +184,16 @@ def _greedy_part_numpy(rows: Rows, a: int, b: int, want_margin: bool, want_entro
     return idx, conf, margin, entropy
 
 
-def greedy(rows, algorithm: str):
+def greedy(rows, algorithm: str, threads: int = 1):
     """Fast path (temperature 0, no filters): tokens and confidences, reading each logit once.
 
-    ``rows``: a ``Rows`` or a float32 array ``[n, V]``. Rows are split over the scoring threads.
+    ``rows``: a ``Rows`` or a float32 array ``[n, V]``; ``threads``: the kernel's OpenMP threads.
     """
     rows = Rows.of(rows)
     want_margin = algorithm == "margin"
     want_entropy = algorithm == "entropy"
-    n = len(rows)
-    # A thread only pays for itself with enough logits to reduce (a handoff costs tens of µs).
-    parts = max(1, min(_POOL_SIZE, n, n * rows.shape[1] // MIN_PER_THREAD))
-    if parts <= 1 or (_kernel_reads(rows) and _rowscore.OPENMP):
-        idx, conf, margin, entropy = _greedy_part(rows, 0, n, want_margin, want_entropy, parts)
-    else:
-        bounds = np.linspace(0, n, parts + 1).astype(int)
-        futures = [_pool().submit(_greedy_part, rows, a, b, want_margin, want_entropy)
-                   for a, b in zip(bounds[1:-1], bounds[2:])]
-        first = _greedy_part(rows, 0, bounds[1], want_margin, want_entropy)  # this thread takes a share
-        idx, conf, margin, entropy = (np.concatenate(col) for col in zip(first, *(f.result() for f in futures)))
+    parts = _parts(len(rows), rows.shape[1], threads)
+    idx, conf, margin, entropy = _greedy_part(rows, 0, len(rows), want_margin, want_entropy, parts)
     if want_margin:
         return idx, margin
     if want_entropy:
@@ -252,28 +235,53 @@ def _score_from_probs(p: np.ndarray, idx: np.ndarray, algorithm: str) -> np.ndar
     return p[r, idx]
 
 
-def sample(rows: np.ndarray, algorithm: str, temperature: float, top_k: int, top_p: float,
-           convention: str, rng: np.random.Generator):
-    """Tokens and confidences for ``rows`` (a ``Rows`` or float32 ``[n, V]``; logits left untouched).
+def _inverse_cdf(p: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Per row, the first index whose cumulative probability exceeds u * total (vocabulary order)."""
+    c = np.cumsum(p, axis=1)
+    target = u * c[:, -1]
+    idx = np.argmax(c > target[:, None], axis=1)
+    short = c[:, -1] <= target  # rounding at u close to 1: the last token with any mass
+    if short.any():
+        idx[short] = p.shape[1] - 1 - np.argmax(p[short, ::-1] > 0, axis=1)
+    return idx
 
-    Randomness drawn, in this order: a float64 uniform array ``[n, V]`` for Gumbel noise when
-    temperature > 0. Nothing when temperature is 0.
-    """
-    if temperature == 0 and top_k == 0 and top_p >= 1:
-        return greedy(rows, algorithm)
-    rows = Rows.of(rows).array()
-    z = rows.astype(np.float64)
+
+def _sample_numpy(rows: "Rows", algorithm: str, temperature: float, top_k: int, top_p: float, convention: str,
+                  u: np.ndarray | None):
+    """The definition (and the fallback): float64 filtering of whole rows, inverse CDF with ``u``."""
+    x = rows.array()
+    z = x.astype(np.float64)
     if temperature > 0:
         z /= temperature
     filter_logits(z, top_k, top_p)
     if temperature > 0:
-        u = rng.random(z.shape)
-        # argmax(exp(l) / (-log u)^T) == argmax(l/T - log(-log u)): LLaDA's float64 Gumbel-max.
-        idx = np.argmax(z - np.log(-np.log(u)), axis=1)
+        idx = _inverse_cdf(_softmax64(z), u)
     else:
         idx = np.argmax(z, axis=1)
-    if convention == "raw":
-        p = _softmax64(np.asarray(rows, dtype=np.float64))
-    else:
-        p = _softmax64(z)
+    p = _softmax64(x.astype(np.float64)) if convention == "raw" else _softmax64(z)
     return idx, _score_from_probs(p, idx, algorithm)
+
+
+def sample(rows, algorithm: str, temperature: float, top_k: int, top_p: float, convention: str,
+           rng: np.random.Generator, threads: int = 1):
+    """Tokens and confidences for ``rows`` (a ``Rows`` or float32 ``[n, V]``; logits left untouched).
+
+    Randomness drawn: one float64 uniform per row (``rng.random(n)``) when temperature > 0, so the
+    tokens depend on neither the threads nor the other sequences of a batch. Nothing at temperature 0.
+    """
+    rows = Rows.of(rows)
+    n, vocab = rows.shape
+    filtered = 0 < top_k < vocab or top_p < 1
+    # At temperature 0 the argmax survives every filter, and 'raw' scores ignore the filters.
+    if temperature == 0 and (not filtered or convention == "raw"):
+        return greedy(rows, algorithm, threads)
+    u = rng.random(n) if temperature > 0 else None
+    if not _kernel_reads(rows):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return _sample_numpy(rows, algorithm, temperature, top_k, top_p, convention, u)
+    idx = np.empty(n, np.int64)
+    val = np.empty(n)
+    _rowscore.sample(rows.logits, np.ascontiguousarray(rows.index, dtype=np.int64), rows.uncond,
+                     float(rows.scale), float(temperature), int(top_k), float(top_p), int(convention == "raw"),
+                     MODES.get(algorithm, 0), u, idx, val, _parts(n, vocab, threads))
+    return idx, val

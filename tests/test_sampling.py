@@ -1,0 +1,126 @@
+"""Sampling with temperature, top-p and top-k: the C kernel against the numpy definition, and both
+against the distribution they must draw from (softmax of the filtered logits / T)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from dlmcli.engine import scoring
+
+needs_kernel = pytest.mark.skipif(scoring._rowscore is None, reason="C kernel not built")
+FILTERS = [(0, 1.0), (3, 1.0), (0, 0.7), (4, 0.8), (1, 1.0), (0, 0.05)]  # (top_k, top_p)
+ALGORITHMS = ["low-confidence", "margin", "entropy"]
+
+
+def kernel_sample(rows, algorithm, temperature, top_k, top_p, convention, u, threads=2):
+    n = len(rows)
+    idx, val = np.empty(n, np.int64), np.empty(n)
+    scoring._rowscore.sample(rows.logits, rows.index.astype(np.int64), rows.uncond, float(rows.scale), temperature,
+                             top_k, top_p, convention == "raw", scoring.MODES.get(algorithm, 0), u, idx, val, threads)
+    return idx, val
+
+
+def filtered_probs(x: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    z = x.astype(np.float64) / temperature
+    scoring.filter_logits(z, top_k, top_p)
+    return scoring._softmax64(z)
+
+
+@needs_kernel
+@pytest.mark.parametrize("vocab", [2, 17, 1000, 5000])
+@pytest.mark.parametrize("ties", [False, True])
+def test_kernel_matches_the_numpy_definition_for_every_filter(vocab, ties):
+    rng = np.random.default_rng(vocab + ties)
+    for scale, cfg in ((0.7, False), (5.0, True)):
+        logits = (rng.standard_normal((12, vocab)) * scale).astype(np.float32)
+        if ties:
+            logits = np.round(logits)  # equal logits across the top-p and top-k boundaries
+        uncond = (rng.standard_normal((12, vocab)) * scale).astype(np.float32) if cfg else None
+        rows = scoring.Rows(logits, np.array([3, 0, 11, 7, 7, 2, 9]), uncond, 1.5 if cfg else 1.0)
+        for (top_k, top_p), temperature, convention, algorithm in itertools.product(
+                FILTERS + [(vocab, 1.0), (50, 0.9)], [0.0, 0.3, 2.5], ["raw", "sampled"], ALGORITHMS):
+            u = rng.random(len(rows)) if temperature > 0 else None
+            want = scoring._sample_numpy(rows, algorithm, temperature, top_k, top_p, convention, u)
+            got = kernel_sample(rows, algorithm, temperature, top_k, top_p, convention, u)
+            case = (scale, top_k, top_p, temperature, convention, algorithm)
+            assert (got[0] == want[0]).all(), case
+            np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7, err_msg=str(case))  # float32 terms
+
+
+@needs_kernel
+def test_temperature_zero_with_filters_keeps_the_exact_kept_set():
+    # The confidence at T 0 is 1 / (mass kept): a token too many or too few changes it visibly.
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((64, 5000)) * 2).astype(np.float32)
+    rows = scoring.Rows(logits, np.arange(64))
+    for top_p in (0.1, 0.5, 0.9, 0.95, 0.99):
+        for top_k in (0, 7, 400):
+            want = scoring._sample_numpy(rows, "low-confidence", 0.0, top_k, top_p, "sampled", None)
+            got = kernel_sample(rows, "low-confidence", 0.0, top_k, top_p, "sampled", None)
+            assert (got[0] == want[0]).all()
+            np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["c", "numpy"])
+@pytest.mark.parametrize("top_k,top_p", FILTERS)
+@pytest.mark.parametrize("temperature", [0.4, 1.6])
+def test_draws_follow_the_filtered_tempered_softmax(path, top_k, top_p, temperature, monkeypatch):
+    if path == "c" and scoring._rowscore is None:
+        pytest.skip("C kernel not built")
+    if path == "numpy":
+        monkeypatch.setenv("DLM_SCORING", "numpy")
+    rng = np.random.default_rng(int(temperature * 10) + 100 * top_k + int(1000 * top_p))
+    vocab, draws = 12, 20000
+    logits = (rng.standard_normal((3, vocab)) * 2).astype(np.float32)
+    logits[2, 5] = logits[2, 6] = logits[2].max()  # a tie at the top
+    for position in range(3):
+        rows = scoring.Rows(logits, np.full(draws, position))  # one position, drawn 20,000 times
+        idx, _ = scoring.sample(rows, "low-confidence", temperature, top_k, top_p, "sampled",
+                                np.random.default_rng(position), threads=2)
+        p = filtered_probs(logits[position:position + 1], temperature, top_k, top_p)[0]
+        counts = np.bincount(idx, minlength=vocab)
+        assert counts[p == 0].sum() == 0, "a filtered-out token was drawn"
+        big = p * draws >= 5  # chi-square wants >= 5 expected per cell: the rest share one cell
+        observed = np.append(counts[big], counts[~big].sum())
+        expected = np.append(p[big], p[~big].sum()) * draws
+        keep = expected > 0
+        if keep.sum() < 2:
+            assert observed[keep].sum() == draws
+            continue
+        result = stats.chisquare(observed[keep], expected[keep])
+        assert result.pvalue > 1e-4, (position, counts, p * draws)
+
+
+def test_one_uniform_per_row_and_seeded():
+    logits = np.random.default_rng(0).standard_normal((30, 100)).astype(np.float32)
+    rng = np.random.default_rng(7)
+    a = scoring.sample(logits, "low-confidence", 0.8, 0, 0.9, "sampled", rng)
+    assert rng.bit_generator.state == _after(np.random.default_rng(7), 30)
+    b = scoring.sample(logits, "low-confidence", 0.8, 0, 0.9, "sampled", np.random.default_rng(7))
+    assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
+    rng = np.random.default_rng(7)
+    scoring.sample(logits, "low-confidence", 0.0, 0, 0.9, "sampled", rng)  # temperature 0 draws nothing
+    assert rng.bit_generator.state == np.random.default_rng(7).bit_generator.state
+
+
+def _after(rng: np.random.Generator, n: int) -> dict:
+    rng.random(n)
+    return rng.bit_generator.state
+
+
+@needs_kernel
+def test_raw_convention_scores_the_untempered_unfiltered_softmax():
+    rng = np.random.default_rng(11)
+    logits = (rng.standard_normal((20, 300)) * 3).astype(np.float32)
+    rows = scoring.Rows(logits, np.arange(20))
+    u = rng.random(20)
+    for algorithm in ALGORITHMS:
+        idx, val = kernel_sample(rows, algorithm, 0.5, 5, 0.8, "raw", u)
+        p = scoring._softmax64(logits.astype(np.float64))
+        np.testing.assert_allclose(val, scoring._score_from_probs(p, idx, algorithm), rtol=1e-5, atol=1e-7)
+        kept = filtered_probs(logits, 0.5, 5, 0.8)
+        assert (kept[np.arange(20), idx] > 0).all()
