@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -116,8 +117,15 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--variants", default="dlm", help=f"comma list of {', '.join(VARIANTS)}")
     ap.add_argument("--ops", type=int, default=0, help="also time each pass alone, with this many threads")
+    ap.add_argument("--cases", default="",
+                    help="instead: time every algorithm under these samplings, e.g. 't0,t0.2p0.95,t0.5,t0p0.95,t0.2k40p0.95'"
+                         " (T, top-k, top-p) for each --vocab-list size, on --threads")
+    ap.add_argument("--vocab-list", default="126464,152064", help="with --cases: vocabulary sizes (LLaDA-8B, Dream-7B)")
+    ap.add_argument("--scale", type=float, default=3.0, help="standard deviation of the random logits")
     ap.add_argument("--out")
     args = ap.parse_args()
+    if args.cases:
+        return cases(args)
     print(f"variant dlm scores with: {scoring.kernel_name()}", flush=True)
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal((args.canvas, args.vocab), dtype=np.float32) * 3)
@@ -141,6 +149,41 @@ def main() -> None:
                     res.append({"rows": n, "impl": var, "threads": th, "chunk_kib": ck, "ms": t})
                     print(f"rows {n:4d} {var:8s} threads {th:2d} chunk {ck:5d} KiB {t:8.2f} ms", flush=True)
         scoring._greedy_part = VARIANTS["dlm"]
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1))
+
+
+def parse_case(text: str) -> tuple[float, int, float]:
+    m = re.fullmatch(r"t([\d.]+)(?:k(\d+))?(?:p([\d.]+))?", text)
+    if not m:
+        raise SystemExit(f"bad case {text!r}: write t<temperature>[k<top-k>][p<top-p>]")
+    return float(m.group(1)), int(m.group(2) or 0), float(m.group(3) or 1.0)
+
+
+def cases(args) -> None:
+    """ms per step for scoring.sample on n masked rows, per vocabulary, algorithm and sampling (both
+    conventions where they differ), after the rows were written once (as llama.cpp leaves them)."""
+    res = []
+    print(f"scoring with: {scoring.kernel_name()}", flush=True)
+    for vocab in map(int, args.vocab_list.split(",")):
+        rng = np.random.default_rng(0)
+        logits = (rng.standard_normal((args.canvas, vocab), dtype=np.float32) * args.scale)
+        for n in map(int, args.rows.split(",")):
+            for shifted in (False, True):  # Dream reads row i-1 for position i
+                idx = np.arange(args.canvas - n, args.canvas) - (1 if shifted else 0)
+                for case in args.cases.split(","):
+                    t, k, p = parse_case(case)
+                    for conv in ("sampled", "raw") if (t > 0 or k or p < 1) else ("sampled",):
+                        for alg in ("low-confidence", "margin", "entropy"):
+                            for th in map(int, args.threads.split(",")):
+                                g = np.random.default_rng(1)
+                                ms = med(lambda: scoring.sample(scoring.Rows(logits, idx), alg, t, k, p, conv, g, th),
+                                         args.reps)
+                                row = {"vocab": vocab, "rows": n, "shifted": shifted, "case": case, "convention": conv,
+                                       "algorithm": alg, "threads": th, "ms": ms}
+                                res.append(row)
+                                print(" ".join(f"{k}={v}" for k, v in row.items() if k != "ms") + f"  {ms:8.2f} ms",
+                                      flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
 

@@ -188,3 +188,15 @@ def test_the_kernels_exp_and_log_are_within_two_ulp():
     kernel.elementwise(1, p, out)
     exact = np.log(p.astype(np.float64))
     assert (np.abs(out - exact) <= 2 * np.spacing(np.abs(exact.astype(np.float32))) + 1e-12).all()
+
+
+@needs_kernel
+@pytest.mark.parametrize("vocab", [1, 2, 3, 16, 17, 33, 1000])
+def test_margin_runner_up_with_ties_in_any_lane(vocab):
+    # The kernel finds the runner-up in the sum's read (the argmax's lane rescanned): equal maxima
+    # give margin 0, and any lane or the unvectorised tail may hold it.
+    rng = np.random.default_rng(vocab)
+    logits = np.round(rng.standard_normal((40, vocab)) * 2).astype(np.float32)
+    (ki, kv), (ni, nv) = both(logits, list(range(40)), mode=1)
+    assert (ki == ni).all()
+    np.testing.assert_allclose(kv, nv, rtol=3e-7, atol=1e-9)

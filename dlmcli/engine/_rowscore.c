@@ -166,6 +166,37 @@ static inline double row_sumexp(const float *x, Py_ssize_t V, float top, float *
     return s;
 }
 
+/* row_sumexp without terms, plus the largest value at an index other than arg (-inf when none):
+   the margin's runner-up costs a max per lane in the read the sum already makes. */
+static inline double row_sumexp_second(const float *x, Py_ssize_t V, float top, Py_ssize_t arg, float *second) {
+    double acc[LANES] = {0};
+    vfloat m;
+    for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
+    Py_ssize_t j = 0;
+    for (; j + LANES <= V; j += LANES) {
+        for (int l = 0; l < LANES; l++) acc[l] += (double)exp_neg(x[j + l] - top);
+        vfloat v;
+        memcpy(&v, x + j, sizeof v);
+        vint gt = v > m;
+        m = (vfloat)(((vint)v & gt) | ((vint)m & ~gt));
+    }
+    const Py_ssize_t body = j;
+    double s = lane_sum(acc);
+    float sec = -INFINITY;
+    const int arg_lane = arg < body ? (int)(arg % LANES) : -1;
+    for (int l = 0; l < LANES; l++)
+        if (l != arg_lane && m[l] > sec) sec = m[l];
+    if (arg_lane >= 0) /* the argmax's lane again, without it (1/16 of the row, in cache) */
+        for (Py_ssize_t i = arg_lane; i < body; i += LANES)
+            if (i != arg && x[i] > sec) sec = x[i];
+    for (; j < V; j++) {
+        s += (double)exp_neg(x[j] - top);
+        if (j != arg && x[j] > sec) sec = x[j];
+    }
+    *second = sec;
+    return s;
+}
+
 /* Dream's score: sum over the row of p * log(p + 1e-10), p = e / z in float32. */
 static inline double row_entropy(const float *e, Py_ssize_t V, float zf) {
     double acc[LANES] = {0};
@@ -196,17 +227,15 @@ static void score_rows(const float *logits, const float *uncond, float scale, Py
             for (Py_ssize_t j = 0; j < V; j++) guided[j] = (x[j] - u[j]) * scale + u[j];
             x = guided;
         }
-        Py_ssize_t arg, unused;
+        Py_ssize_t arg;
+        float second = -INFINITY;
         float top = row_argmax(x, 0, V, &arg);
-        double z = row_sumexp(x, V, top, mode == MODE_ENTROPY ? terms : NULL);
+        /* margin: the runner-up found in the sum's read, not in two more passes */
+        double z = mode == MODE_MARGIN ? row_sumexp_second(x, V, top, arg, &second)
+                                       : row_sumexp(x, V, top, mode == MODE_ENTROPY ? terms : NULL);
         out_idx[r] = arg;
         if (mode == MODE_MARGIN) {
-            float second = top;
-            if (V > 1) {
-                float before = arg > 0 ? row_argmax(x, 0, arg, &unused) : -INFINITY;
-                float after = arg + 1 < V ? row_argmax(x, arg + 1, V, &unused) : -INFINITY;
-                second = after > before ? after : before;
-            }
+            if (V == 1) second = top;
             out_val[r] = 1.0 / z - exp((double)(second - top)) / z;
         } else if (mode == MODE_ENTROPY) {
             out_val[r] = row_entropy(terms, V, (float)z);
