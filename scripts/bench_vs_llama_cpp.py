@@ -10,9 +10,11 @@ dlm runs through the same shared libllama (LLAMA_CPP_LIB_PATH) unless --dlm-lib 
 How the two are matched (see docs/performance.md):
 - The model's chat template is the identity, so both see BOS + the prompt's characters: the same
   prompt length P on both sides. Canvas L = P + gen_length (`-c/-b/-ub L` for the reference).
-- Greedy on both sides as far as the reference allows: `--temp 0 --top-k 0 --top-p 1` leaves only
-  its `dist` sampler (one softmax over the vocabulary and one draw per masked position); dlm runs
-  temperature 0 (argmax + softmax probability). Both use low-confidence remasking.
+- Same sampling on both sides (--samplings, e.g. `t0` or Dream's recommended `t0.2p0.95`): the
+  reference gets `--temp T --top-k K --top-p P` (`--top-k 0 --top-p 1` at t0 leaves only its `dist`
+  sampler: one softmax over the vocabulary and one draw per masked position), dlm `-t T --top-k K
+  --top-p P`; and the same algorithm (--algorithms; llama.cpp's `--diffusion-algorithm` number).
+  With --ref-topk40 the reference runs a second time with its default sampler (top-k 40, top-p 0.95).
 - Timestep schedule: same steps and eps on both. Block schedule: the reference lays blocks over
   the whole canvas from the prompt's end (L / block_length blocks, P / block_length of them empty,
   each costing one forward pass), so it gets steps = L/bl * k and dlm steps = gen/bl * k: both take k
@@ -29,6 +31,7 @@ Example (CPU here):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -111,6 +114,22 @@ def write_llada8b_f16(path: Path) -> None:
     log(f"wrote {path} in {time.time() - t0:.0f} s")
 
 
+def write_dream7b_f16(path: Path) -> None:
+    """Random weights with Dream-7B's shapes (Qwen2.5-7B: GQA 28/4 heads, q/k/v biases), F16."""
+    from dlmcli.ggufgen import write_random_gguf
+
+    tmp = path.with_suffix(".tmp")
+    t0 = time.time()
+    write_random_gguf(tmp, "dream", seed=0, n_layer=28, n_embd=3584, n_head=28, n_head_kv=4, n_ff=18944,
+                      n_vocab=152064, context_length=4096, dtype="f16", chat_template=IDENTITY_TEMPLATE,
+                      name="random-dream-7b-shape")
+    tmp.rename(path)
+    log(f"wrote {path} in {time.time() - t0:.0f} s")
+
+
+BIG_MODELS = {"llada8b": write_llada8b_f16, "dream7b": write_dream7b_f16}
+
+
 def make_model(args, bindir: Path) -> Path:
     from dlmcli.ggufgen import write_random_gguf
 
@@ -123,19 +142,21 @@ def make_model(args, bindir: Path) -> Path:
             write_random_gguf(path, "llada", seed=0, n_layer=4, n_embd=512, n_head=8, n_ff=1536,
                               n_vocab=32280, context_length=4096, chat_template=IDENTITY_TEMPLATE)
         return path
-    f16 = d / "llada8b-shape-f16.gguf"
-    final = d / f"llada8b-shape-{args.quant or 'f16'}.gguf"
+    shape = args.make_model
+    f16 = d / f"{shape}-shape-f16.gguf"
+    final = d / f"{shape}-shape-{args.quant or 'f16'}.gguf"
     if final.exists():
         return final
     if not f16.exists():
-        write_llada8b_f16(f16)
+        BIG_MODELS[shape](f16)
     if args.quant:
         t0 = time.time()
         tmp = final.with_suffix(".tmp")
         subprocess.run([str(bindir / "llama-quantize"), str(f16), str(tmp), args.quant, str(args.jobs)],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         tmp.rename(final)
-        f16.unlink()
+        if not args.keep_f16:
+            f16.unlink()
         log(f"quantized to {args.quant} in {time.time() - t0:.0f} s")
     return final
 
@@ -153,17 +174,27 @@ def plan(args, schedule: str) -> dict:
     return {"ref_steps": per_block * (L // bl), "dlm_steps": per_block * (G // bl), "L": L}
 
 
-REF_SIDES = {  # side name -> the reference's sampler flags
-    "llama.cpp": ["--top-k", "0", "--top-p", "1.0"],  # full-vocabulary softmax, like dlm's confidence
-    "llama.cpp top-k 40": ["--top-k", "40", "--top-p", "0.95"],  # its defaults: less work, other confidences
-}
+REF_SIDES = ("llama.cpp", "llama.cpp top-k 40")  # same filters as dlm; its default sampler (top-k 40, top-p 0.95)
+REF_ALGORITHM = {"origin": 0, "entropy": 1, "margin": 2, "random": 3, "low-confidence": 4}
 
 
-def run_ref(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dict, side: str = "llama.cpp") -> dict:
+def parse_sampling(text: str) -> tuple[float, int, float]:
+    """'t0.2p0.95' -> (temperature 0.2, top-k 0, top-p 0.95); 't0' -> (0, 0, 1)."""
+    m = re.fullmatch(r"t([\d.]+)(?:k(\d+))?(?:p([\d.]+))?", text)
+    if not m:
+        raise SystemExit(f"bad sampling {text!r}: write t<temperature>[k<top-k>][p<top-p>]")
+    return float(m.group(1)), int(m.group(2) or 0), float(m.group(3) or 1.0)
+
+
+def run_ref(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dict, side: str = "llama.cpp",
+            algorithm: str = "low-confidence", sampling: str = "t0") -> dict:
     L = pl["L"]
+    temp, top_k, top_p = parse_sampling(sampling)
+    filters = ["--top-k", "40", "--top-p", "0.95"] if side == "llama.cpp top-k 40" else \
+        ["--top-k", str(top_k), "--top-p", str(top_p)]
     cmd = [str(bindir / "llama-diffusion-cli"), "-m", str(model), "-p", prompt, "-c", str(L), "-b", str(L),
-           "-ub", str(L), "-ngl", str(args.ngl), "-t", str(args.threads), "-tb", str(args.threads),
-           "--temp", "0", *REF_SIDES[side], "-s", "0", "--diffusion-algorithm", "4",
+           "-ub", str(L), "-ngl", str(args.ngl),
+           *(["-t", str(args.threads), "-tb", str(args.threads)] if args.threads else []), "--temp", str(temp), *filters, "-s", "0", "--diffusion-algorithm", str(REF_ALGORITHM[algorithm]),
            "--diffusion-steps", str(pl["ref_steps"])]
     cmd += ["--diffusion-block-length", str(args.block_length)] if schedule == "block" else \
         ["--diffusion-eps", str(args.eps)]
@@ -175,8 +206,8 @@ def run_ref(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dic
     total_ms = float(m.group(1))
     sampling_ms = float(m.group(3)) * pl["ref_steps"]  # it divides by the planned steps
     passes = out.count("diffusion step:")
-    return {"side": side, "schedule": schedule, "passes": passes, "total_ms": total_ms,
-            "step_ms": total_ms / passes, "host_ms": sampling_ms / passes,
+    return {"side": side, "schedule": schedule, "algorithm": algorithm, "sampling": sampling, "passes": passes,
+            "total_ms": total_ms, "step_ms": total_ms / passes, "host_ms": sampling_ms / passes,
             "forward_ms": (total_ms - sampling_ms) / passes}
 
 
@@ -193,7 +224,9 @@ def scoring_kernel() -> str:
     return r.stdout.strip() or r.stderr[-300:]
 
 
-def run_dlm(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dict, side: str = "dlm") -> dict:
+def run_dlm(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dict, side: str = "dlm",
+            algorithm: str = "low-confidence", sampling: str = "t0") -> dict:
+    temp, top_k, top_p = parse_sampling(sampling)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["DLM_SCORING"] = DLM_SIDES[side]
@@ -201,9 +234,9 @@ def run_dlm(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dic
         env["LLAMA_CPP_LIB_PATH"] = str(bindir.resolve())
     cmd = [sys.executable, "-m", "dlmcli", "generate", "-m", str(model), "--raw", prompt, "--json",
            "-n", str(args.gen_length), "-s", str(pl["dlm_steps"]), "--schedule", schedule,
-           "--block-length", str(args.block_length), "--eps", str(args.eps), "-t", "0", "--top-k", "0",
-           "--top-p", "1", "-a", "low-confidence", "--no-early-stop", "--seed", "0", "--ngl", str(args.ngl),
-           "--threads", str(args.threads), "--no-visual"]
+           "--block-length", str(args.block_length), "--eps", str(args.eps), "-t", str(temp), "--top-k",
+           str(top_k), "--top-p", str(top_p), "-a", algorithm, "--no-early-stop", "--seed", "0", "--ngl",
+           str(args.ngl), "--no-visual"] + (["--threads", str(args.threads)] if args.threads else [])
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)  # this checkout's dlmcli
     if r.returncode != 0:
         raise RuntimeError(f"dlm failed (rc {r.returncode}):\n{r.stderr[-3000:]}")
@@ -212,17 +245,24 @@ def run_dlm(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dic
     n = res["steps"]
     if len(res["prompt_tokens"]) != args.prompt_len:
         raise RuntimeError(f"dlm saw {len(res['prompt_tokens'])} prompt tokens, expected {args.prompt_len}")
-    return {"side": side, "schedule": schedule, "passes": n, "total_ms": t["total_s"] * 1e3,
-            "step_ms": t["total_s"] * 1e3 / n, "host_ms": (t["total_s"] - t["forward_s"]) * 1e3 / n,
-            "forward_ms": t["forward_s"] * 1e3 / n}
+    return {"side": side, "schedule": schedule, "algorithm": algorithm, "sampling": sampling, "passes": n,
+            "total_ms": t["total_s"] * 1e3, "step_ms": t["total_s"] * 1e3 / n,
+            "host_ms": (t["total_s"] - t["forward_s"]) * 1e3 / n, "forward_ms": t["forward_s"] * 1e3 / n,
+            "scoring_ms": t.get("sampling_s", 0.0) * 1e3 / n}
 
 
 def summarize(runs: list[dict], schedules: list[str]) -> list[dict]:
     rows = []
-    for sch in schedules:
+    keys = []
+    for r in runs:
+        key = (r["schedule"], r.get("algorithm", "low-confidence"), r.get("sampling", "t0"))
+        if key not in keys:
+            keys.append(key)
+    for sch, alg, smp in keys:
         by = {}
         for side in [*REF_SIDES, *DLM_SIDES]:
-            rs = [r for r in runs if r["schedule"] == sch and r["side"] == side]
+            rs = [r for r in runs if (r["schedule"], r.get("algorithm", "low-confidence"), r.get("sampling", "t0"))
+                  == (sch, alg, smp) and r["side"] == side]
             if not rs:
                 continue
             by[side] = {k: statistics.median(r[k] for r in rs) for k in ("step_ms", "forward_ms", "host_ms")}
@@ -231,23 +271,32 @@ def summarize(runs: list[dict], schedules: list[str]) -> list[dict]:
             by[side]["passes"] = rs[0]["passes"]
             by[side]["n"] = len(rs)
             by[side]["step_ms_all"] = sorted(round(r["step_ms"], 2) for r in rs)
-        rows.append({"schedule": sch, **{f"{side}": v for side, v in by.items()},
-                     "ratio": by["dlm"]["step_ms"] / by["llama.cpp"]["step_ms"],
-                     "ratio_min": by["dlm"]["min_step_ms"] / by["llama.cpp"]["min_step_ms"]})
+        row = {"schedule": sch, "algorithm": alg, "sampling": smp, **by}
+        if "dlm" in by and "llama.cpp" in by:
+            row["ratio"] = by["dlm"]["step_ms"] / by["llama.cpp"]["step_ms"]
+            row["ratio_min"] = by["dlm"]["min_step_ms"] / by["llama.cpp"]["min_step_ms"]
+        if "dlm" in by and "llama.cpp top-k 40" in by:
+            row["ratio_topk40"] = by["dlm"]["step_ms"] / by["llama.cpp top-k 40"]["step_ms"]
+        rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| schedule | side | passes | per step (ms) | fastest run (ms) | forward (ms) | host (ms) | host/forward "
-           "| dlm/ref per step (median; fastest) |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| schedule | algorithm | sampling | side | passes | per step (ms) | fastest run (ms) | forward (ms) "
+           "| host (ms) | host/forward | dlm/ref per step (median; fastest) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for side in [*REF_SIDES, *DLM_SIDES]:
             if side not in r:
                 continue
             v = r[side]
-            ratio = f"{r['ratio']:.2f}x; {r['ratio_min']:.2f}x" if side == "dlm" else ""
-            out.append(f"| {r['schedule']} | {side} | {v['passes']} | {v['step_ms']:.1f} | {v['min_step_ms']:.1f} | "
-                       f"{v['forward_ms']:.1f} | {v['host_ms']:.1f} | {v['host_ms'] / v['forward_ms']:.1%} | {ratio} |")
+            ratio = ""
+            if side == "dlm" and "ratio" in r:
+                ratio = f"{r['ratio']:.2f}x; {r['ratio_min']:.2f}x"
+            if side == "dlm" and "ratio_topk40" in r:
+                ratio += f" (vs top-k 40: {r['ratio_topk40']:.2f}x)"
+            out.append(f"| {r['schedule']} | {r['algorithm']} | {r['sampling']} | {side} | {v['passes']} | "
+                       f"{v['step_ms']:.1f} | {v['min_step_ms']:.1f} | {v['forward_ms']:.1f} | {v['host_ms']:.1f} | "
+                       f"{v['host_ms'] / max(v['forward_ms'], 1e-9):.1%} | {ratio} |")
     return "\n".join(out)
 
 
@@ -259,7 +308,10 @@ def main() -> None:
     ap.add_argument("--cuda-arch", default="90")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--model", help="an existing GGUF (its chat template must be the identity; see --make-model)")
-    ap.add_argument("--make-model", choices=["small", "llada8b"], default="small")
+    ap.add_argument("--make-model", choices=["small", "llada8b", "dream7b"], default="small")
+    ap.add_argument("--keep-f16", action="store_true", help="keep the F16 file after quantizing")
+    ap.add_argument("--algorithms", default="low-confidence", help="comma list: low-confidence,margin,entropy,random,origin")
+    ap.add_argument("--samplings", default="t0", help="comma list of t<T>[k<top-k>][p<top-p>], e.g. t0,t0.2p0.95")
     ap.add_argument("--quant", default=None, help="llama-quantize type for --make-model llada8b, e.g. Q4_K_M")
     ap.add_argument("--prompt-len", type=int, default=32, help="prompt tokens, BOS included")
     ap.add_argument("--gen-length", type=int, default=224)
@@ -270,11 +322,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1, help="1: one untimed run of each side first")
     ap.add_argument("--max-seconds", type=float, default=0, help="start no repetition after this (at least 2 run)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2,
+                    help="both sides' threads; 0: each side's own default (dlm without --threads, llama.cpp without -t)")
     ap.add_argument("--ngl", type=int, default=0, help="layers on the GPU (999: all)")
     ap.add_argument("--dlm-lib", choices=["build", "installed"], default="build")
     ap.add_argument("--ref-topk40", action="store_true",
-                    help="also time the reference with its default sampler (top-k 40, top-p 0.95)")
+                    help="also time the reference with its default sampler (top-k 40, top-p 0.95; same temperature)")
     ap.add_argument("--dlm-numpy", action="store_true",
                     help="also time dlm with its numpy scoring instead of the C kernel (DLM_SCORING=numpy)")
     ap.add_argument("--out", help="write all runs and the summary as JSON here")
@@ -290,30 +343,32 @@ def main() -> None:
     log(f"dlm scores rows with: {args.scoring_kernel}")
     prompt = ("reverse the words of this sentence please " * 50)[: args.prompt_len - 1]  # + BOS
     schedules = args.schedules.split(",")
+    algorithms = args.algorithms.split(",")
+    samplings = args.samplings.split(",")
     runs = []
     if args.warmup:  # page cache, GPU clocks, CUDA module loading: not part of either side's numbers
         pl = plan(args, schedules[-1])
         short = {**pl, "ref_steps": 4, "dlm_steps": 4} if schedules[-1] == "timestep" else pl
-        run_ref(args, bindir, model, prompt, schedules[-1], short)
-        run_dlm(args, bindir, model, prompt, schedules[-1], short)
+        run_ref(args, bindir, model, prompt, schedules[-1], short, "llama.cpp", algorithms[0], samplings[0])
+        run_dlm(args, bindir, model, prompt, schedules[-1], short, "dlm", algorithms[0], samplings[0])
     t_start = time.time()
     for rep in range(args.reps):
         if rep >= 2 and args.max_seconds and time.time() - t_start > args.max_seconds:
             log(f"stopping after {rep} repetitions (--max-seconds {args.max_seconds})")
             break
-        for sch in schedules:
+        for sch, alg, smp in itertools.product(schedules, algorithms, samplings):
             pl = plan(args, sch)
             sides = ["llama.cpp", "dlm"] + (["dlm numpy scoring"] if args.dlm_numpy else []) + \
                 (["llama.cpp top-k 40"] if args.ref_topk40 else [])
             for side in sides if rep % 2 == 0 else sides[::-1]:
                 if side in DLM_SIDES:
-                    r = run_dlm(args, bindir, model, prompt, sch, pl, side)
+                    r = run_dlm(args, bindir, model, prompt, sch, pl, side, alg, smp)
                 else:
-                    r = run_ref(args, bindir, model, prompt, sch, pl, side)
+                    r = run_ref(args, bindir, model, prompt, sch, pl, side, alg, smp)
                 r["rep"] = rep
                 runs.append(r)
-                log(f"rep {rep} {sch:8s} {r['side']:17s} {r['passes']:3d} passes  {r['step_ms']:7.1f} ms/step  "
-                    f"(forward {r['forward_ms']:.1f}, host {r['host_ms']:.1f})")
+                log(f"rep {rep} {sch:8s} {alg:14s} {smp:10s} {r['side']:18s} {r['passes']:3d} passes  "
+                    f"{r['step_ms']:7.1f} ms/step  (forward {r['forward_ms']:.1f}, host {r['host_ms']:.1f})")
         save(args, model, runs, schedules)  # after every repetition: a killed run keeps what it had
     print(table(summarize(runs, schedules)))
 
