@@ -324,10 +324,10 @@ def rpc_server(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port to listen on.")] = 50052,
     device: Annotated[Optional[list[str]], typer.Option("--device", help="Device to serve, e.g. CUDA0 (repeatable; default: the GPUs, else the CPU).")] = None,
     cache: Annotated[Optional[Path], typer.Option("--cache", help="Keep received weights in DIR, so a restarted client does not resend them.")] = None,
-    threads: ThreadsOpt = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads when it serves the CPU (default: all cores).")] = None,
     verbose: VerboseOpt = False,
 ):
-    """Lend this machine's devices to 'dlm --rpc' on another host (llama.cpp's RPC server)."""
+    """Lend this machine's devices to 'dlm ... --rpc' on other hosts (llama.cpp's RPC server)."""
     from . import api
 
     names = [n.strip() for d in device or () for n in d.split(",") if n.strip()]

@@ -10,9 +10,8 @@ the network (read from the kernel's TCP counters of dlm's connections to the hos
   python3 scripts/bench_rpc.py -m build/bench/models/llada8b-shape-Q4_K_M.gguf --out docs/bench/rpc-cpu.json
 
 Configurations: ``local`` (no RPC); ``1 host`` (every layer on host A); ``2 hosts`` (layers split
-between A and B by their free memory, llama.cpp's default); ``2 hosts, output local`` (--ngl N: the
-repeating layers remote, the output layer (vocabulary projection) on this machine, so the hidden state
-travels back instead of every position's logits).
+between A and B by their free memory, llama.cpp's default). The input embeddings stay on this machine
+(llama.cpp never offloads them) and the output layer goes to the last host.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import argparse
 import json
 import os
 import socket
+import stat
 import statistics
 import struct
 import subprocess
@@ -69,9 +69,10 @@ def tcp_bytes(endpoints: list[str]) -> tuple[int, int]:
         want.add((socket.gethostbyname(host), int(port)))
     sent = received = 0
     for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
         try:
-            s = socket.socket(fileno=os.dup(fd))
+            if not stat.S_ISSOCK(os.fstat(int(name)).st_mode):
+                continue
+            s = socket.socket(fileno=os.dup(int(name)))
         except OSError:
             continue
         try:
@@ -126,10 +127,7 @@ def main() -> None:
         models = {"local": Model(args.model, n_threads=args.threads)}
         models["1 host"] = Model(args.model, n_threads=args.threads, rpc=eps[0])
         models["2 hosts"] = Model(args.model, n_threads=args.threads, rpc=eps)
-        n_layer = int(models["local"].runtime.model.meta(f"{models['local'].arch}.block_count") or 0)
-        if n_layer:
-            models["2 hosts, output local"] = Model(args.model, n_threads=args.threads, rpc=eps, n_gpu_layers=n_layer)
-        uses = {"local": [], "1 host": eps[:1], "2 hosts": eps, "2 hosts, output local": eps}
+        uses = {"local": [], "1 host": eps[:1], "2 hosts": eps}
         for name, m in models.items():
             print(f"{name}: " + "; ".join(m.placement.lines() if m.placement else ["?"]), file=sys.stderr)
             run(m, args, uses[name])  # warm-up (first-pass allocations, weights paged in)

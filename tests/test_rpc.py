@@ -321,3 +321,22 @@ def test_rpc_server_unknown_device_and_bad_host():
     assert r.returncode == 2 and b"--device NOPE0: no such device here (available: CPU" in r.stderr, r.stderr
     r = run_dlm("rpc-server", "--host", "localhost")
     assert r.returncode == 2 and b"give an IPv4 address" in r.stderr, r.stderr
+
+
+@needs_rpc
+def test_two_models_in_one_process_share_a_host(servers):
+    """A host already serving this process is not checked again (it serves one client at a time), and a
+    later load without rpc stays local: the API's view, in a process of its own."""
+    code = (
+        "import dlmcli, sys\n"
+        f"a = dlmcli.load('tiny-llada', rpc='{servers[0].endpoint}')\n"
+        f"b = dlmcli.load('tiny-dream', rpc=['{servers[0].endpoint}'])\n"
+        "c = dlmcli.load('tiny-llada')\n"
+        "print(a.generate('reverse hello').text, b.generate('add 12 30').text, c.generate('reverse hello').text)\n"
+        "print(a.placement.lines()[0]); print(c.placement.lines()[0])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    lines = r.stdout.decode().splitlines()
+    assert lines[0] == "olleh 42 olleh"
+    assert lines[1] == f"layers 0-5: RPC0 ({servers[0].endpoint})" and lines[2].startswith("layers 0-5: CPU")

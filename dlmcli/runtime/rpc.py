@@ -265,7 +265,8 @@ def add_servers(endpoints: list[Endpoint], timeout: float | None = None) -> list
     g = require()
     timeout = connect_timeout() if timeout is None else timeout
     for ep in endpoints:  # every host is checked before ggml (which aborts on failure) touches any
-        _check_version(ep, probe(ep, timeout))
+        if str(ep) not in _state["registered"]:  # a registered one is busy serving this very process
+            _check_version(ep, probe(ep, timeout))
     install_abort_handler()
     add = _proc(g, "ggml_backend_rpc_add_server", _ADD_SERVER)
     out: list[Device] = []
