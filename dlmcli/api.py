@@ -31,7 +31,7 @@ from .engine.denoise import VocabInfo, denoise_batch
 from .engine.events import Step
 from .engine.params import GenerationParams
 from .engine.scoring import default_threads
-from .errors import GenerationError, ModelError, UsageError
+from .errors import GenerationError, ModelError, UsageError, param
 from .messages import check_messages, plain_transcript
 from .template import render_chat
 
@@ -146,20 +146,25 @@ class BatchGeneration:
 
     Iterate for one list of Steps per forward pass (one Step per sequence that took part);
     ``results()`` then gives one Result per prompt, in order. A sequence's ``forward_s`` counts the
-    whole shared pass; ``total_s`` is the batch's wall time.
+    whole shared pass; ``total_s`` is the batch's wall time. ``params`` is one GenerationParams for
+    all prompts or one per prompt (lengths and schedules may differ).
     """
 
-    def __init__(self, model: "Model", prompt_tokens: list[list[int]], params: GenerationParams,
-                 first_index: int = 0):
+    def __init__(self, model: "Model", prompt_tokens: list[list[int]],
+                 params: GenerationParams | Sequence[GenerationParams], first_index: int = 0):
         self.model = model
         self.prompt_tokens = prompt_tokens
+        plist = [params] * len(prompt_tokens) if isinstance(params, GenerationParams) else list(params)
+        if len(plist) != len(prompt_tokens):
+            raise ValueError("pass one GenerationParams, or one per prompt")
         self.params = params
+        self.param_list = plist
         self.first_index = first_index
-        self.canvases = [model._canvas(t, params) for t in prompt_tokens]
+        self.canvases = [model._canvas(t, p) for t, p in zip(prompt_tokens, plist)]
         self.last: list[Step | None] = [None] * len(prompt_tokens)
         self._stats = [[0, 0.0, 0.0] for _ in prompt_tokens]  # passes, forward_s, sampling_s
         self._t0 = self._t_end = None
-        self._it = denoise_batch(self.canvases, [len(t) for t in prompt_tokens], params,
+        self._it = denoise_batch(self.canvases, [len(t) for t in prompt_tokens], plist,
                                  model.runtime.forward, model.vocab_info, first_index=first_index)
 
     def __iter__(self) -> Iterator[list[Step]]:
@@ -191,7 +196,7 @@ class BatchGeneration:
             last = self.last[j]
             canvas = last.canvas if last is not None else self.canvases[j]
             passes, fwd, smp = self._stats[j]
-            out.append(self.model._result(toks, canvas, len(toks), self.params, True, passes,
+            out.append(self.model._result(toks, canvas, len(toks), self.param_list[j], True, passes,
                                           Timings(total, fwd, smp)))
         return out
 
@@ -393,9 +398,10 @@ class Model:
 
     def denoise_batch(self, prompts: Sequence[str] | None = None, *,
                       prompt_tokens: Sequence[Sequence[int]] | None = None, system: str | None = None,
-                      raw: bool = False, params: GenerationParams | None = None, first_index: int = 0,
-                      **overrides) -> BatchGeneration:
-        """Start several generations that share every forward pass (prompts may differ in length)."""
+                      raw: bool = False, params: GenerationParams | Sequence[GenerationParams] | None = None,
+                      first_index: int = 0, **overrides) -> BatchGeneration:
+        """Start several generations that share every forward pass (prompts may differ in length;
+        PARAMS may be one per prompt)."""
         if params is None:
             params = self.params(**overrides)
         elif overrides:
@@ -416,7 +422,7 @@ class Model:
         total = len(prompt_tokens) + params.gen_length
         if self.n_ctx_train and total > self.n_ctx_train:
             raise GenerationError(
-                f"the prompt ({len(prompt_tokens)} tokens) plus --gen-length {params.gen_length} needs "
+                f"the prompt ({len(prompt_tokens)} tokens) plus {param('gen_length')} {params.gen_length} needs "
                 f"{total} positions but {self.name} has a context of {self.n_ctx_train}; shorten one of them"
             )
         if any(t == self.vocab_info.mask_id for t in prompt_tokens):
@@ -466,10 +472,10 @@ class Model:
         A --block-length that does not divide the region leaves a shorter last block."""
         user = {k: v for k, v in overrides.items() if v is not None}
         if "gen_length" in user:
-            raise UsageError("--gen-length does not apply to infill: the [MASK:N] spans set the length")
+            raise UsageError(f"{param('gen_length')} does not apply to infill: the [MASK:N] spans set the length")
         block = user.pop("block_length", region)
         if block < 1:
-            raise UsageError(f"--block-length must be at least 1 (got {block})")
+            raise UsageError(f"{param('block_length')} must be at least 1 (got {block})")
         block = min(block, region)
         n_blocks = -(-region // block)
         user.setdefault("steps", -(-n_masks // n_blocks) * n_blocks)
@@ -477,8 +483,8 @@ class Model:
                                                                        block_length=region))
         if params.schedule == "block" and params.steps % n_blocks:
             lo = max(n_blocks, params.steps - params.steps % n_blocks)
-            raise UsageError(f"--steps {params.steps} does not split evenly over the {n_blocks} blocks that "
-                             f"--block-length {block} makes of the {region} infill positions; use a multiple "
+            raise UsageError(f"{param('steps')} {params.steps} does not split evenly over the {n_blocks} blocks that "
+                             f"{param('block_length')} {block} makes of the {region} infill positions; use a multiple "
                              f"of {n_blocks} (e.g. {lo} or {lo + n_blocks})")
         # Early stop is about trimming at end-of-generation, which an infill never does.
         return dataclasses.replace(params, block_length=block, early_stop=False)

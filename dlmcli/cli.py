@@ -51,7 +51,7 @@ def boundary(fn):
         try:
             return fn(*args, **kwargs)
         except DlmError as e:
-            err(f"Error: {e}")
+            err(f"Error: {e.cli_message()}")
             raise typer.Exit(e.exit_code)
         except (KeyboardInterrupt, Terminated) as e:
             raise typer.Exit(_report_signal(e))
@@ -445,6 +445,12 @@ def _register_extensions() -> None:
     from .chat import register as register_chat
 
     register_chat(app)
+    try:
+        from .serve.commands import register as register_serve
+    except ImportError:
+        pass
+    else:
+        register_serve(app)
 
 
 class _ClosedStdout:
@@ -489,7 +495,7 @@ def main() -> None:
                 info.callback = boundary(info.callback)
         app()
     except DlmError as e:  # raised outside a command (e.g. while registering)
-        err(f"Error: {e}")
+        err(f"Error: {e.cli_message()}")
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, Terminated) as e:  # while starting up, before a command's boundary
         sys.exit(_report_signal(e))

@@ -12,10 +12,47 @@ class Terminated(BaseException):
     A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
 
 
+_MARK = "\x1f"  # brackets a parameter's name inside a message (never in user text: repr escapes it)
+
+
+def param(name: str) -> str:
+    """NAME (a GenerationParams field, say) as it appears in a message: ``steps`` for the library
+    and the server, ``--steps`` once the CLI boundary renders it (``DlmError.cli_message``)."""
+    return f"{_MARK}{name}{_MARK}"
+
+
+def _render(message: str, spell) -> str:
+    parts = message.split(_MARK)
+    return "".join(spell(p) if i % 2 else p for i, p in enumerate(parts))
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 class DlmError(Exception):
-    """A failure the user can act on. ``str(err)`` is the whole message, saying what to do next."""
+    """A failure the user can act on. ``str(err)`` is the whole message, saying what to do next.
+
+    ``param``: the parameter at fault, where there is one (a GenerationParams field name; by
+    default the first one the message names with ``param()``)."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, param: str | None = None):
+        super().__init__(message)
+        parts = message.split(_MARK)
+        self.param = param or (parts[1] if len(parts) > 2 else None)  # else the first one named
+
+    def __str__(self) -> str:
+        return _render(super().__str__(), lambda n: n)
+
+    def cli_message(self) -> str:
+        """The message with parameters spelled as the CLI's flags."""
+        return _render(super().__str__(), flag_name)
+
+    def message_with(self, spell) -> str:
+        """The message with each parameter spelled as ``spell(name)`` (a server's field names)."""
+        return _render(super().__str__(), spell)
 
 
 class UsageError(DlmError):
@@ -34,3 +71,7 @@ class HubError(DlmError):
 
 class GenerationError(DlmError):
     """The forward pass failed or the prompt does not fit the context."""
+
+
+class Aborted(GenerationError):
+    """The run was stopped on request (``Runtime.abort``: a server shutting down, say)."""

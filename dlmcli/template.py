@@ -2,12 +2,25 @@
 
 The sandbox blocks attribute access to Python internals; on top of it we bound what a hostile
 template can cost: repetition and power operators on big operands, output size, and render time.
+
+Render time is bounded two ways. In the main thread (the CLI) a SIGALRM timer interrupts the
+render. Signals reach only the main thread, so elsewhere (a server's request threads) the render
+runs in a helper process (``python -m dlmcli.template``) that is killed when it overruns and
+started again for the next render; it also runs under a memory limit. It lives as long as its
+parent, is reused across renders, and costs a pipe round trip per render.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import select
 import signal
+import struct
+import subprocess
+import sys
 import threading
+import time
 from datetime import datetime
 
 from .errors import ModelError
@@ -15,6 +28,7 @@ from .errors import ModelError
 MAX_OUTPUT = 1 << 20  # characters a rendered prompt may have
 MAX_SECONDS = 2.0  # a chat template renders in microseconds; anything slower is hostile or broken
 MAX_REPEAT = 1 << 16  # largest operand of '*' and exponent of '**'
+HELPER_MEMORY = 1 << 30  # address space the helper process may use (bytes)
 
 _ENV = None
 
@@ -73,7 +87,17 @@ class _deadline:
 
 def render_chat(template: str, messages: list[dict], *, bos_token: str = "", eos_token: str = "",
                 add_generation_prompt: bool = True) -> str:
-    """Render a conversation with the model's template; any failure is the template's, not a crash."""
+    """Render a conversation with the model's template; any failure is the template's, not a crash.
+    Bounded in time in any thread (see the module's docstring)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        return _HELPER.render(dict(template=template, messages=messages, bos_token=bos_token,
+                                   eos_token=eos_token, add_generation_prompt=add_generation_prompt))
+    return _render_here(template, messages, bos_token=bos_token, eos_token=eos_token,
+                        add_generation_prompt=add_generation_prompt)
+
+
+def _render_here(template: str, messages: list[dict], *, bos_token: str = "", eos_token: str = "",
+                 add_generation_prompt: bool = True) -> str:
     from jinja2.exceptions import SecurityError
 
     hint = "pass --raw to skip the template"
@@ -98,3 +122,108 @@ def render_chat(template: str, messages: list[dict], *, bos_token: str = "", eos
         raise
     except BaseException as e:  # untrusted code: whatever it raises is the file's fault
         raise ModelError(f"the model's chat template failed to render ({type(e).__name__}: {e}); {hint}") from None
+
+
+def _timeout_error() -> ModelError:
+    return ModelError(f"the model's chat template took over {MAX_SECONDS:g}s to render; pass --raw to skip the template")
+
+
+class _Helper:
+    """The helper process that renders templates for threads other than the main one."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.Popen([sys.executable, "-m", "dlmcli.template"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True)
+
+    def render(self, request: dict) -> str:
+        data = json.dumps(request).encode()
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = self._start()
+            proc = self._proc
+            try:
+                proc.stdin.write(struct.pack("<I", len(data)) + data)
+                proc.stdin.flush()
+                reply = _read_frame(proc.stdout, time.monotonic() + MAX_SECONDS + _STARTUP_GRACE)
+            except (OSError, TimeoutError, EOFError) as e:
+                self._kill()
+                if isinstance(e, TimeoutError):
+                    raise _timeout_error() from None
+                raise ModelError("the model's chat template crashed its renderer (out of memory?); "
+                                 "pass --raw to skip the template") from None
+        obj = json.loads(reply)
+        if "text" in obj:
+            return obj["text"]
+        if obj.get("timeout"):
+            raise _timeout_error()
+        raise ModelError(obj["error"])
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
+
+
+_STARTUP_GRACE = 5.0  # the first render also waits for the helper's interpreter to start
+
+
+def _read_frame(stream, deadline: float) -> bytes:
+    def read(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([stream], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(stream.fileno(), n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    (n,) = struct.unpack("<I", read(4))
+    return read(n)
+
+
+_HELPER = _Helper()
+
+
+def _serve() -> None:
+    """The helper's loop: one length-prefixed JSON request in, one reply out, until stdin closes."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (HELPER_MEMORY, HELPER_MEMORY))
+    except (ImportError, ValueError, OSError):
+        pass
+    _env()  # import jinja2 before the first request
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        head = inp.read(4)
+        if len(head) < 4:
+            return
+        req = json.loads(inp.read(struct.unpack("<I", head)[0]))
+        try:
+            reply = {"text": _render_here(req.pop("template"), req.pop("messages"), **req)}
+        except ModelError as e:
+            reply = {"error": str(e), "timeout": "took over" in str(e)}
+        except MemoryError:
+            reply = {"error": "the model's chat template ran out of memory; pass --raw to skip the template"}
+        data = json.dumps(reply).encode()
+        out.write(struct.pack("<I", len(data)) + data)
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve()

@@ -240,10 +240,13 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize("name,value", BAD_VALUES, ids=[f"{n}={v!r}" for n, v in BAD_VALUES])
-def test_every_bad_value_names_its_flag(name, value):
+def test_every_bad_value_names_its_parameter_and_flag(name, value):
+    """The library names the parameter (what the server reports); the CLI spells it as the flag."""
     flag = "--" + name.replace("_", "-")
-    with pytest.raises(UsageError, match=flag):
+    with pytest.raises(UsageError) as e:
         GenerationParams(**{"gen_length": 8, "steps": 8, "block_length": 8, name: value}).validate()
+    assert e.value.param == name and name in str(e.value) and "--" not in str(e.value)
+    assert flag in e.value.cli_message()
 
 
 @pytest.mark.parametrize("name,value", [

@@ -230,9 +230,12 @@ def test_batch_matches_single_runs():
     (dict(temperature=float("nan")), "--temperature"),
     (dict(threshold=0.9, algorithm="entropy"), "--threshold"), (dict(factor=1.0, algorithm="origin"), "--factor"),
 ])
-def test_validation_names_the_flag(kwargs, flag):
-    with pytest.raises(UsageError, match=flag):
+def test_validation_names_the_parameter_and_the_cli_the_flag(kwargs, flag):
+    with pytest.raises(UsageError) as e:
         GenerationParams(**kwargs).validate()
+    name = flag[2:].replace("-", "_")
+    assert name in str(e.value) and "--" not in str(e.value)
+    assert flag in e.value.cli_message()
 
 
 def test_steps_beyond_the_length_are_skipped_by_early_stop_only():

@@ -32,12 +32,31 @@ def test_renders_an_ordinary_template():
     ("{{ raise_exception('roles must alternate') }}", "roles must alternate"),
     ("{% if %}", "failed to render"),
 ])
-def test_hostile_or_broken_templates_fail_safely(template, needle, tmp_path):
-    with pytest.raises(ModelError, match=needle):
-        render_chat(template, MSG)
+@pytest.mark.parametrize("thread", [False, True], ids=["main-thread", "other-thread"])
+def test_hostile_or_broken_templates_fail_safely(template, needle, thread):
+    """Off the main thread (a server's) no signal can stop a render: the helper process does it."""
     import os
+    import threading
 
+    got = []
+
+    def render():
+        try:
+            got.append(render_chat(template, MSG))
+        except ModelError as e:
+            got.append(e)
+
+    if thread:
+        t = threading.Thread(target=render)
+        t.start()
+        t.join(30)
+        assert not t.is_alive()
+    else:
+        render()
+    assert isinstance(got[0], ModelError) and needle in str(got[0]), got
     assert not os.path.exists("/tmp/dlm-pwned")
+    ok = "{% for m in messages %}<{{ m['role'] }}>{% endfor %}"
+    assert render_chat(ok, MSG) == "<user>"  # and the next render works
 
 
 def test_cli_reports_a_hostile_template_in_one_line(tmp_path):

@@ -1,7 +1,9 @@
 """The denoising loop: pure numpy, blind to llama.cpp and to the terminal.
 
-``denoise_batch`` drives any number of canvases through one shared forward function and yields,
-per forward pass, one ``Step`` per sequence that took part. ``denoise`` is the one-sequence case.
+``Scheduler`` holds any number of canvases, each with its own parameters, and runs one shared
+forward pass per ``step`` for all of them, returning one ``Step`` per sequence; sequences join
+(``add``) and leave (``remove``, or by finishing) between steps. ``denoise_batch`` (a fixed list)
+and ``denoise`` (one canvas) are loops over it; so are ``dlm generate``, ``--batch`` and the server.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import numpy.random  # noqa: F401  (numpy loads it lazily; a Ctrl-C inside that import mid-run got lost)
 
-from ..errors import GenerationError, UsageError
+from ..errors import DlmError, GenerationError, UsageError, param
 from .events import Step
 from .params import GenerationParams
 from .schedule import block_transfer_counts, threshold_count, timestep_transfer_count, timesteps
@@ -38,15 +40,181 @@ class VocabInfo:
 
 @dataclass
 class _Seq:
+    """One canvas in the scheduler, with its own settings, plan and random stream."""
+
+    id: int
     canvas: np.ndarray
     gen_start: int
+    params: GenerationParams
     uncond_mask: np.ndarray  # positions blanked in CFG's unconditional pass (initially non-mask)
     rng: np.random.Generator
-    index: int
+    trim_at_eog: bool
+    block_length: int
+    n_blocks: int
+    steps_per_block: int
+    ts: np.ndarray
+    passes: int = 0
     block: int = 0
     step_in_block: int = 0
     counts: list = field(default_factory=list)
     finished: bool = False
+
+    @property
+    def convention(self) -> str:
+        return "raw" if self.params.schedule == "block" else "sampled"
+
+    @property
+    def dynamic(self) -> bool:
+        return self.params.threshold is not None or self.params.factor is not None
+
+
+def sequence_rng(seed: int | None, index: int) -> np.random.Generator:
+    """Sequence INDEX draws from the INDEX-th child of SEED, so its randomness depends on neither the
+    batch it runs in nor its place there (``SeedSequence(seed).spawn(n)[index]``, built directly)."""
+    root = np.random.SeedSequence(seed)
+    return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(index,)))
+
+
+class Scheduler:
+    """Sequences that share forward passes: ``add`` joins the next pass, ``remove`` leaves it,
+    ``step`` runs one pass for every sequence present and returns one Step per sequence.
+
+    Each sequence keeps its own parameters, length and schedule; what one sequence computes
+    depends only on its own logits, so its answer does not depend on who shares the pass.
+    A finished sequence leaves by itself after the step that finished it. Not thread-safe: one
+    thread owns a scheduler (and the forward function's llama.cpp context) at a time.
+    """
+
+    def __init__(self, forward: Forward, vocab: VocabInfo):
+        self.forward = forward
+        self.vocab = vocab
+        self._seqs: dict[int, _Seq] = {}
+        self._next_id = 0
+        # (sequence id, exception) for sequences that failed during the last step; they have left.
+        self.failures: list[tuple[int, Exception]] = []
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    def __contains__(self, seq_id: int) -> bool:
+        return seq_id in self._seqs
+
+    @property
+    def ids(self) -> list[int]:
+        return list(self._seqs)
+
+    def add(self, canvas: np.ndarray, gen_start: int, params: GenerationParams, *, seed_index: int = 0,
+            trim_at_eog: bool = True, seq_id: int | None = None) -> int:
+        """Add a canvas (prompt then masks); it takes part from the next step. Returns its id.
+
+        ``trim_at_eog``: the answer ends at its first end-of-generation token, so once every position
+        before that token is committed the answer cannot change; with ``params.early_stop`` the rest
+        is filled with ``vocab.fill_id`` and no more passes are spent on it.
+        ``seed_index``: which child of ``params.seed`` the sequence draws from (see ``sequence_rng``).
+        """
+        p = params
+        c = np.array(canvas, dtype=np.int32)
+        region = len(c) - gen_start
+        if region <= 0:
+            raise UsageError("nothing to generate: the canvas has no positions after the prompt")
+        if p.schedule == "block":
+            block_length = min(p.block_length, region)
+            n_blocks = -(-region // block_length)
+            if p.steps % n_blocks:
+                raise UsageError(f"{param('steps')} {p.steps} does not split evenly over {n_blocks} blocks",
+                                 param="steps")
+            steps_per_block = p.steps // n_blocks
+        else:
+            block_length, n_blocks, steps_per_block = region, 1, p.steps
+        if seq_id is None:
+            seq_id = self._next_id
+        if seq_id in self._seqs:
+            raise ValueError(f"sequence {seq_id} is already in the scheduler")
+        self._next_id = max(self._next_id, seq_id + 1)
+        s = _Seq(seq_id, c, gen_start, p, c != self.vocab.mask_id, sequence_rng(p.seed, seed_index), trim_at_eog,
+                 block_length, n_blocks, steps_per_block, timesteps(p.steps, p.eps))
+        _start_block(s, self.vocab.mask_id)
+        self._seqs[seq_id] = s
+        return seq_id
+
+    def remove(self, seq_id: int) -> None:
+        """Take a sequence out; it is not in the next step (unknown or finished ids are ignored)."""
+        self._seqs.pop(seq_id, None)
+
+    def step(self) -> list[Step]:
+        """One forward pass for every sequence present; returns their Steps (empty when none).
+
+        A sequence whose host-side work fails (NaN logits, say) leaves with its exception in
+        ``failures``; the others go on. A failing forward pass raises: it failed for all of them.
+        """
+        self.failures = []
+        active = list(self._seqs.values())
+        if not active:
+            return []
+        mask_id = self.vocab.mask_id
+        batch = [s.canvas for s in active]
+        uncond_at = {}
+        for s in active:
+            if s.params.cfg > 0:
+                uncond_at[s.id] = len(batch)
+                batch.append(np.where(s.uncond_mask, mask_id, s.canvas).astype(np.int32))
+        t0 = time.perf_counter()
+        logits = self.forward(batch)
+        forward_s = time.perf_counter() - t0
+
+        out = []
+        for i, s in enumerate(active):
+            try:
+                out.append(self._advance_one(s, logits[i], logits[uncond_at[s.id]] if s.id in uncond_at else None,
+                                             forward_s, len(active)))
+            except DlmError as e:
+                self.failures.append((s.id, e))
+                s.finished = True
+            if s.finished:
+                del self._seqs[s.id]
+        return out
+
+    def _advance_one(self, s: _Seq, logits: np.ndarray, uncond: np.ndarray | None, forward_s: float,
+                     n_active: int) -> Step:
+        p, vocab = s.params, self.vocab
+        t1 = time.perf_counter()
+        b_start = s.gen_start + s.block * s.block_length
+        b_end = min(b_start + s.block_length, len(s.canvas))
+        masked = np.flatnonzero(s.canvas[:b_end] == vocab.mask_id)
+        rows_idx = np.maximum(masked - 1, 0) if vocab.shift else masked
+        # Only the competing rows are read, in place: no copy of the logits.
+        rows = Rows(logits, rows_idx, uncond, p.cfg + 1.0)
+
+        if p.schedule == "block":
+            k = s.counts[s.step_in_block] if s.step_in_block < len(s.counts) else 0
+            last = s.step_in_block == s.steps_per_block - 1
+            reveal_p = 1.0 if last or masked.size == 0 else k / masked.size
+        else:
+            step_no = s.step_in_block
+            k = timestep_transfer_count(masked.size, step_no, p.steps, s.ts)
+            last = step_no == p.steps - 1
+            reveal_p = 1.0 if last else 1.0 - s.ts[step_no + 1] / s.ts[step_no]
+
+        chosen, tok, conf = _choose(rows, masked, k, reveal_p, p, s.convention, s.dynamic, s.rng, vocab.mask_id,
+                                    vocab.threads)
+        s.canvas[chosen] = tok
+        s.step_in_block += 1
+        block_now = s.block
+        filled = _advance(s, vocab)
+        if filled.size:
+            chosen = np.concatenate([chosen, filled])
+            tok = np.concatenate([tok, s.canvas[filled]])
+            conf = np.concatenate([conf, np.full(filled.size, np.nan)])
+        canvas_view = s.canvas.copy()
+        canvas_view.setflags(write=False)
+        index = s.passes
+        s.passes += 1
+        return Step(
+            index=index, steps=p.steps, block=block_now, n_blocks=s.n_blocks, block_start=b_start,
+            block_end=b_end, gen_start=s.gen_start, canvas=canvas_view, positions=chosen, tokens=tok,
+            confidences=conf, masks_left=int(np.count_nonzero(s.canvas[s.gen_start:] == vocab.mask_id)),
+            forward_s=forward_s, sampling_s=time.perf_counter() - t1, seq=s.id, batch=n_active,
+        )
 
 
 def denoise(canvas: np.ndarray, gen_start: int, params: GenerationParams, forward: Forward,
@@ -56,96 +224,26 @@ def denoise(canvas: np.ndarray, gen_start: int, params: GenerationParams, forwar
         yield steps[0]
 
 
-def denoise_batch(canvases: Sequence[np.ndarray], gen_starts: Sequence[int], params: GenerationParams,
-                  forward: Forward, vocab: VocabInfo, *, trim_at_eog: bool = True,
-                  first_index: int = 0) -> Iterator[list[Step]]:
-    """Denoise several canvases in lock-step, one forward pass for all of them per step.
+def denoise_batch(canvases: Sequence[np.ndarray], gen_starts: Sequence[int],
+                  params: GenerationParams | Sequence[GenerationParams], forward: Forward, vocab: VocabInfo, *,
+                  trim_at_eog: bool = True, first_index: int = 0) -> Iterator[list[Step]]:
+    """Denoise several canvases together, one forward pass for all unfinished ones per step.
 
-    ``trim_at_eog``: the answer ends at its first end-of-generation token, so once every position
-    before that token is committed the answer cannot change; with ``params.early_stop`` the rest
-    is filled with ``vocab.fill_id`` and no more passes are spent on it.
-    ``first_index``: index of the first canvas in a longer list split into batches; sequence i
-    draws from the i-th child of the seed, so its randomness does not depend on the batch size.
+    ``params``: one for all, or one per canvas. ``first_index``: index of the first canvas in a
+    longer list split into batches; canvas i is sequence ``first_index + i`` and draws from that
+    child of its seed, so its answer does not depend on the batch size.
     """
-    p = params
-    seeds = np.random.SeedSequence(p.seed).spawn(first_index + len(canvases))[first_index:]
-    seqs = []
-    for canvas, gen_start, ss in zip(canvases, gen_starts, seeds):
-        c = np.array(canvas, dtype=np.int32)
-        region = len(c) - gen_start
-        if region <= 0:
-            raise UsageError("nothing to generate: the canvas has no positions after the prompt")
-        seqs.append(_Seq(c, gen_start, c != vocab.mask_id, np.random.default_rng(ss), first_index + len(seqs)))
-
-    region = len(seqs[0].canvas) - seqs[0].gen_start
-    if p.schedule == "block":
-        block_length = min(p.block_length, region)
-        n_blocks = -(-region // block_length)
-        if p.steps % n_blocks:
-            raise UsageError(f"--steps {p.steps} does not split evenly over {n_blocks} blocks")
-        steps_per_block = p.steps // n_blocks
-    else:
-        block_length, n_blocks, steps_per_block = region, 1, p.steps
-    ts = timesteps(p.steps, p.eps)
-    convention = "raw" if p.schedule == "block" else "sampled"
-    dynamic = p.threshold is not None or p.factor is not None
-
-    for s in seqs:
-        _start_block(s, block_length, steps_per_block, vocab.mask_id, p.schedule)
-
-    pass_index = 0
-    while True:
-        active = [s for s in seqs if not s.finished]
-        if not active:
-            return
-        batch = [s.canvas for s in active]
-        if p.cfg > 0:
-            batch += [np.where(s.uncond_mask, vocab.mask_id, s.canvas).astype(np.int32) for s in active]
-        t0 = time.perf_counter()
-        logits = forward(batch)
-        forward_s = time.perf_counter() - t0
-
-        out = []
-        for i, s in enumerate(active):
-            t1 = time.perf_counter()
-            b_start = s.gen_start + s.block * block_length
-            b_end = min(b_start + block_length, len(s.canvas))
-            masked = np.flatnonzero(s.canvas[:b_end] == vocab.mask_id)
-            rows_idx = np.maximum(masked - 1, 0) if vocab.shift else masked
-            # Only the competing rows are read, in place: no copy of the logits.
-            rows = Rows(logits[i], rows_idx, logits[i + len(active)] if p.cfg > 0 else None, p.cfg + 1.0)
-
-            if p.schedule == "block":
-                k = s.counts[s.step_in_block] if s.step_in_block < len(s.counts) else 0
-                last = s.step_in_block == steps_per_block - 1
-                reveal_p = 1.0 if last or masked.size == 0 else k / masked.size
-            else:
-                step_no = s.step_in_block
-                k = timestep_transfer_count(masked.size, step_no, p.steps, ts)
-                last = step_no == p.steps - 1
-                reveal_p = 1.0 if last else 1.0 - ts[step_no + 1] / ts[step_no]
-
-            chosen, tok, conf = _choose(rows, masked, k, reveal_p, p, convention, dynamic, s.rng, vocab.mask_id,
-                                        vocab.threads)
-            s.canvas[chosen] = tok
-            s.step_in_block += 1
-            block_now = s.block
-            filled = _advance(s, p, block_length, n_blocks, steps_per_block, vocab, trim_at_eog, dynamic)
-            if filled.size:
-                chosen = np.concatenate([chosen, filled])
-                tok = np.concatenate([tok, s.canvas[filled]])
-                conf = np.concatenate([conf, np.full(filled.size, np.nan)])
-            canvas_view = s.canvas.copy()
-            canvas_view.setflags(write=False)
-            out.append(Step(
-                index=pass_index, steps=p.steps, block=block_now, n_blocks=n_blocks, block_start=b_start,
-                block_end=b_end, gen_start=s.gen_start, canvas=canvas_view, positions=chosen, tokens=tok,
-                confidences=conf,
-                masks_left=int(np.count_nonzero(s.canvas[s.gen_start:] == vocab.mask_id)),
-                forward_s=forward_s, sampling_s=time.perf_counter() - t1, seq=s.index,
-            ))
-        pass_index += 1
-        yield out
+    plist = [params] * len(canvases) if isinstance(params, GenerationParams) else list(params)
+    if len(plist) != len(canvases):
+        raise ValueError("one GenerationParams per canvas, or one for all")
+    sched = Scheduler(forward, vocab)
+    for i, (canvas, gen_start, p) in enumerate(zip(canvases, gen_starts, plist)):
+        sched.add(canvas, gen_start, p, seed_index=first_index + i, trim_at_eog=trim_at_eog, seq_id=first_index + i)
+    while len(sched):
+        steps = sched.step()
+        if sched.failures:
+            raise sched.failures[0][1]
+        yield steps
 
 
 def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic, rng, mask_id, threads=1):
@@ -183,22 +281,22 @@ def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic,
     return masked[order], idx[order].astype(np.int32), np.asarray(conf[order], dtype=np.float64)
 
 
-def _start_block(s: _Seq, block_length: int, steps_per_block: int, mask_id: int, schedule: str) -> None:
+def _start_block(s: _Seq, mask_id: int) -> None:
     s.step_in_block = 0
-    if schedule == "block":
-        b_start = s.gen_start + s.block * block_length
-        masked = int(np.count_nonzero(s.canvas[b_start:b_start + block_length] == mask_id))
-        s.counts = block_transfer_counts(masked, steps_per_block)
+    if s.params.schedule == "block":
+        b_start = s.gen_start + s.block * s.block_length
+        masked = int(np.count_nonzero(s.canvas[b_start:b_start + s.block_length] == mask_id))
+        s.counts = block_transfer_counts(masked, s.steps_per_block)
 
 
-def _advance(s: _Seq, p, block_length, n_blocks, steps_per_block, vocab: VocabInfo, trim_at_eog,
-             dynamic) -> np.ndarray:
+def _advance(s: _Seq, vocab: VocabInfo) -> np.ndarray:
     """Move to the next block or finish; returns positions filled by early stop (usually none)."""
+    p = s.params
     none = np.zeros(0, np.int64)
     # A pass over a block (or canvas) with no mask left commits nothing and draws no randomness;
     # threshold decoding and early stop skip such passes (--steps far above the length, for one).
-    skip_empty = dynamic or p.early_stop
-    if p.early_stop and trim_at_eog:
+    skip_empty = s.dynamic or p.early_stop
+    if p.early_stop and s.trim_at_eog:
         filled = _settle_answer(s, vocab)
         if filled is not None:
             s.finished = True
@@ -208,15 +306,15 @@ def _advance(s: _Seq, p, block_length, n_blocks, steps_per_block, vocab: VocabIn
             s.finished = True
         return none
     while True:
-        b_start = s.gen_start + s.block * block_length
-        block_open = (s.canvas[b_start:b_start + block_length] == vocab.mask_id).any()
-        if s.step_in_block < steps_per_block and (block_open or not skip_empty):
+        b_start = s.gen_start + s.block * s.block_length
+        block_open = (s.canvas[b_start:b_start + s.block_length] == vocab.mask_id).any()
+        if s.step_in_block < s.steps_per_block and (block_open or not skip_empty):
             return none
         s.block += 1
-        if s.block >= n_blocks:
+        if s.block >= s.n_blocks:
             s.finished = True
             return none
-        _start_block(s, block_length, steps_per_block, vocab.mask_id, p.schedule)
+        _start_block(s, vocab.mask_id)
 
 
 def _settle_answer(s: _Seq, vocab: VocabInfo) -> np.ndarray | None:

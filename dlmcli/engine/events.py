@@ -25,7 +25,8 @@ class Step:
     masks_left: int  # masked positions still to fill after this step
     forward_s: float  # wall time of this step's forward pass (shared by a batch)
     sampling_s: float  # wall time of this sequence's host-side work in this step
-    seq: int = 0  # index of the sequence in a batch
+    seq: int = 0  # the sequence's id in its scheduler (its index in a batch)
+    batch: int = 1  # sequences that shared this forward pass
 
     @property
     def done(self) -> bool:

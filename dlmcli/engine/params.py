@@ -6,7 +6,7 @@ import math
 import numbers
 from dataclasses import asdict, dataclass
 
-from ..errors import UsageError
+from ..errors import UsageError, param
 
 SCHEDULES = ("block", "timestep")
 ALGORITHMS = ("low-confidence", "random", "origin", "margin", "entropy")
@@ -37,60 +37,64 @@ class GenerationParams:
         return asdict(self)
 
     def validate(self) -> "GenerationParams":
-        """Raise UsageError naming the flag at fault; return self so calls chain."""
+        """Raise UsageError naming the parameter at fault (the CLI spells it as its flag); return self."""
         for name in ("gen_length", "steps", "block_length", "top_k", "seed"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-                raise UsageError(f"--{name.replace('_', '-')} must be a whole number (got {value!r})")
+                raise UsageError(f"{param(name)} must be a whole number (got {value!r})")
         for name in ("temperature", "alg_temp", "top_p", "cfg", "eps", "threshold", "factor"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-                raise UsageError(f"--{name.replace('_', '-')} must be a number (got {value!r})")
+                raise UsageError(f"{param(name)} must be a number (got {value!r})")
         if not 1 <= self.gen_length <= MAX_LENGTH:
-            raise UsageError(f"--gen-length must be between 1 and {MAX_LENGTH} (got {self.gen_length})")
+            raise UsageError(f"{param('gen_length')} must be between 1 and {MAX_LENGTH} (got {self.gen_length})")
         if not 1 <= self.steps <= MAX_LENGTH:
-            raise UsageError(f"--steps must be between 1 and {MAX_LENGTH} (got {self.steps})")
+            raise UsageError(f"{param('steps')} must be between 1 and {MAX_LENGTH} (got {self.steps})")
         if self.schedule not in SCHEDULES:
-            raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
+            raise UsageError(f"{param('schedule')} must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
         if self.algorithm not in ALGORITHMS:
-            raise UsageError(f"--algorithm must be one of {', '.join(ALGORITHMS)} (got {self.algorithm!r})")
-        for flag, value in (("--temperature", self.temperature), ("--alg-temp", self.alg_temp)):
+            raise UsageError(f"{param('algorithm')} must be one of {', '.join(ALGORITHMS)} (got {self.algorithm!r})")
+        for name, value in (("temperature", self.temperature), ("alg_temp", self.alg_temp)):
             if not (value == 0 or MIN_TEMPERATURE <= value < math.inf):
-                raise UsageError(f"{flag} must be 0 or a finite number of at least {MIN_TEMPERATURE:g} (got {value})")
+                raise UsageError(f"{param(name)} must be 0 or a finite number of at least {MIN_TEMPERATURE:g} "
+                                 f"(got {value})", param=name)
         if self.top_k < 0:
-            raise UsageError(f"--top-k must be 0 (off) or more (got {self.top_k})")
+            raise UsageError(f"{param('top_k')} must be 0 (off) or more (got {self.top_k})")
         if not 0 < self.top_p <= 1:
-            raise UsageError(f"--top-p must be in (0, 1] (got {self.top_p})")
+            raise UsageError(f"{param('top_p')} must be in (0, 1] (got {self.top_p})")
         if not 0 <= self.cfg <= MAX_CFG:
-            raise UsageError(f"--cfg must be between 0 and {MAX_CFG:g} (got {self.cfg})")
+            raise UsageError(f"{param('cfg')} must be between 0 and {MAX_CFG:g} (got {self.cfg})")
         if not 0 < self.eps < 1:
-            raise UsageError(f"--eps must be in (0, 1) (got {self.eps})")
+            raise UsageError(f"{param('eps')} must be in (0, 1) (got {self.eps})")
         if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise UsageError(f"--seed must be between 0 and 2^63-1 (got {self.seed})")
+            raise UsageError(f"{param('seed')} must be between 0 and 2^63-1 (got {self.seed})")
         if self.threshold is not None and not 0 < self.threshold <= 1:
-            raise UsageError(f"--threshold must be in (0, 1] (got {self.threshold})")
+            raise UsageError(f"{param('threshold')} must be in (0, 1] (got {self.threshold})")
         if self.factor is not None and not 0 < self.factor < math.inf:
-            raise UsageError(f"--factor must be a finite number more than 0 (got {self.factor})")
+            raise UsageError(f"{param('factor')} must be a finite number more than 0 (got {self.factor})")
         if self.threshold is not None and self.factor is not None:
-            raise UsageError("--threshold and --factor are two rules for the same choice; pass one")
+            raise UsageError(f"{param('threshold')} and {param('factor')} are two rules for the same choice; "
+                             f"pass one", param="factor")
         if (self.threshold is not None or self.factor is not None) and self.algorithm in ("entropy", "origin"):
             # entropy scores are <= 0 and origin has no scores: a threshold would silently do nothing.
-            flag = "--threshold" if self.threshold is not None else "--factor"
-            raise UsageError(f"{flag} compares confidences in [0, 1]; --algorithm {self.algorithm} has none. "
-                             f"Use -a low-confidence or -a margin with it")
+            name = "threshold" if self.threshold is not None else "factor"
+            raise UsageError(f"{param(name)} compares confidences in [0, 1]; {param('algorithm')} {self.algorithm} "
+                             f"has none. Use {param('algorithm')} low-confidence or margin with it")
         if self.schedule == "block":
             if self.block_length <= 0:
-                raise UsageError(f"--block-length must be at least 1 (got {self.block_length})")
+                raise UsageError(f"{param('block_length')} must be at least 1 (got {self.block_length})")
             if self.gen_length % self.block_length:
                 raise UsageError(
-                    f"--gen-length {self.gen_length} is not a multiple of --block-length {self.block_length}; "
-                    f"pick a block length that divides it (e.g. {_divisor_near(self.gen_length, self.block_length)})"
+                    f"{param('gen_length')} {self.gen_length} is not a multiple of {param('block_length')} "
+                    f"{self.block_length}; "
+                    f"pick a block length that divides it (e.g. {_divisor_near(self.gen_length, self.block_length)})",
+                    param="block_length",
                 )
             n_blocks = self.gen_length // self.block_length
             if self.steps % n_blocks:
                 lo = max(n_blocks, self.steps - self.steps % n_blocks)
                 raise UsageError(
-                    f"--steps {self.steps} does not split evenly over {n_blocks} blocks; "
+                    f"{param('steps')} {self.steps} does not split evenly over {n_blocks} blocks; "
                     f"use a multiple of {n_blocks} (e.g. {lo} or {lo + n_blocks})"
                 )
         return self

@@ -18,7 +18,7 @@ from .native import lib
 import numpy as np  # noqa: E402  (after llama_cpp on purpose)
 import numpy.ctypeslib  # noqa: E402,F401  (loaded now, not lazily during the first pass: see engine/denoise.py)
 
-from ..errors import GenerationError, ModelError, UsageError
+from ..errors import Aborted, GenerationError, ModelError, UsageError, param
 from .twin import TWIN_ARCH, TwinFile, TwinHeader
 
 GGUF_MAGIC = b"GGUF"
@@ -252,7 +252,9 @@ class LlamaContext:
         self.n_tokens = n_tokens
         self.n_seq = n_seq
         lib.llama_set_causal_attn(ptr, False)
-        lib.llama_set_abort_callback(ptr, native.abort_callback, None)
+        # This context's own abort flag: a server stops one context's pass, not the process's.
+        self.abort_flag = ctypes.c_int(0)
+        lib.llama_set_abort_callback(ptr, native.abort_callback, ctypes.addressof(self.abort_flag))
 
     def close(self) -> None:
         if self.ptr is not None:
@@ -304,13 +306,14 @@ class Runtime:
     def __init__(self, path: Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,
                  verbose: bool = False, devices: Devices | None = None):
         if n_threads is not None and not 1 <= n_threads <= MAX_THREADS:
-            raise UsageError(f"--threads must be between 1 and {MAX_THREADS} (got {n_threads})")
+            raise UsageError(f"{param('threads')} must be between 1 and {MAX_THREADS} (got {n_threads})")
         native.init(verbose)
         self.n_threads = n_threads
         self.ctx: LlamaContext | None = None
         self.batch: LlamaBatch | None = None
         self.model = LlamaModel(path, n_gpu_layers, devices)
         self._pieces: dict[int, bytes] = {}
+        self._abort = 0
 
     # --- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
@@ -369,6 +372,12 @@ class Runtime:
         return bool(lib.llama_vocab_get_add_bos(self.model.vocab))
 
     # --- forward pass -----------------------------------------------------------------------
+    def abort(self) -> None:
+        """Stop the forward pass running now (or the next one) with ``Aborted``; safe from any thread."""
+        self._abort = 1
+        if self.ctx is not None:
+            self.ctx.abort_flag.value = 1
+
     def reserve(self, n_tokens: int, n_seq: int) -> None:
         """Make sure one pass can hold n_tokens over n_seq sequences (grows, never shrinks)."""
         if self.ctx and self.ctx.n_tokens >= n_tokens and self.ctx.n_seq >= n_seq:
@@ -384,8 +393,12 @@ class Runtime:
         n = sum(len(c) for c in canvases)
         self.reserve(n, len(canvases))
         self.batch.fill(canvases)
+        self.ctx.abort_flag.value = self._abort
         with native.interruptible():
             rc = lib.llama_decode(self.ctx.ptr, self.batch.batch)
+        if self.ctx.abort_flag.value:
+            self.ctx.abort_flag.value = self._abort = 0
+            raise Aborted("the forward pass was aborted")
         if rc != 0:
             raise GenerationError(f"llama.cpp forward pass failed (llama_decode returned {rc})")
         ptr = lib.llama_get_logits(self.ctx.ptr)

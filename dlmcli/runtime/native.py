@@ -117,9 +117,10 @@ def _keep(e: BaseException) -> None:
     _set_flag(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
 
 
-def _abort_requested(_data) -> bool:
+def _abort_requested(data) -> bool:
+    # DATA points at the context's own abort flag (Runtime.abort), set from any thread.
     try:
-        return bool(_interrupted["flag"])
+        return bool(_interrupted["flag"]) or bool(data and ctypes.c_int.from_address(data).value)
     except (KeyboardInterrupt, Terminated) as e:
         _keep(e)
         return True
