@@ -109,7 +109,7 @@ def test_settings_are_checked_when_set(llada):
     from dlmcli import Conversation
 
     conv = Conversation(llada, gen_length=8, steps=8, block_length=8)
-    with pytest.raises(UsageError, match="--steps must be between"):
+    with pytest.raises(UsageError, match="^steps must be between"):  # the library names the parameter
         conv.set(steps=0)
     assert conv.params().steps == 8
     conv.set(steps=4)

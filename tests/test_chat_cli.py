@@ -72,7 +72,7 @@ def session(llada):
 
 @pytest.mark.parametrize("line,error", [
     ("/set steps many", "steps must be a whole number (got 'many')"),
-    ("/set steps 0", "--steps must be between 1 and 1048576 (got 0)"),
+    ("/set steps 0", "steps must be between 1 and 1048576 (got 0)"),  # named as /set names it
     ("/set colour red", "unknown setting 'colour'; one of: gen_length, steps"),
     ("/set steps", "usage: /set KEY VALUE"),
     ("/set delay -1", "delay must be between 0 and"),
