@@ -104,11 +104,11 @@ def test_api_rejects_what_the_template_cannot_hold(llada):
 
     with pytest.raises(UsageError, match="context of 128"):
         llada.infill("a [MASK:100] b [MASK:40]")
-    with pytest.raises(UsageError, match="--gen-length"):
+    with pytest.raises(UsageError, match="^gen_length does not apply"):  # the API names the parameter
         llada.infill("a [MASK]", gen_length=8)
     with pytest.raises(UsageError, match="add --chat"):
         llada.infill("a [MASK]", user="q")
-    with pytest.raises(UsageError, match="--steps 5 does not split evenly over the 3 blocks"):
+    with pytest.raises(UsageError, match="^steps 5 does not split evenly over the 3 blocks"):
         llada.infill(TEMPLATE, block_length=5, steps=5)
 
 
