@@ -12,9 +12,35 @@ random streams. It returns the canvas after every forward pass.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 EPS_LOG = 1e-10
+
+
+def _f32(value: Fraction) -> np.float32:
+    """The float32 nearest to an exact rational (ties to even): one rounding, as a fused multiply-add."""
+    near = np.float32(float(value))
+    candidates = [np.nextafter(near, np.float32(-np.inf)), near, np.nextafter(near, np.float32(np.inf))]
+    return min(candidates, key=lambda c: (abs(Fraction(float(c)) - value), int(np.float32(c).view(np.int32)) & 1))
+
+
+def torch_linspace_f32(start: float, end: float, steps: int) -> np.ndarray:
+    """torch.linspace(start, end, steps) in float32 as torch's kernels compute it: step in float32, the
+    first half start + step * i and the second half end - step * (steps - 1 - i), each one FMA."""
+    a, b = np.float32(start), np.float32(end)
+    if steps == 1:
+        return np.array([a], np.float32)
+    step = np.float32((b - a) / np.float32(steps - 1))
+    out = [_f32(Fraction(float(a)) + Fraction(float(step)) * i) if i < steps // 2
+           else _f32(Fraction(float(b)) - Fraction(float(step)) * (steps - 1 - i)) for i in range(steps)]
+    return np.array(out, np.float32)
+
+
+def dream_transfer_count(num_mask: int, t: np.float32, s: np.float32) -> int:
+    """Dream's ``int(num_mask_token * (1 - s / t))`` on float32 tensors: one rounding per operation."""
+    return int(np.float32(num_mask) * (np.float32(1) - np.float32(s) / np.float32(t)))
 
 
 def _softmax(z):
@@ -138,7 +164,7 @@ def dream_generate(forward, canvas, gen_start, *, steps, mask_id, eps=1e-3, alg=
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     x = np.array(canvas, dtype=np.int64)
     prompt_index = x != mask_id
-    timesteps = np.linspace(1, eps, steps + 1)
+    timesteps = torch_linspace_f32(1, eps, steps + 1)
     history = []
     for i in range(steps):
         mask_index = x == mask_id
@@ -149,7 +175,7 @@ def dream_generate(forward, canvas, gen_start, *, steps, mask_id, eps=1e-3, alg=
             continue
         t, s = timesteps[i], timesteps[i + 1]
         num_mask = cand.size
-        k = int(num_mask * (1 - s / t)) if i < steps - 1 else num_mask
+        k = dream_transfer_count(num_mask, t, s) if i < steps - 1 else num_mask
         if k == 0 and alg != "origin":
             history.append(x.copy())
             continue

@@ -12,7 +12,7 @@ from dlmcli.engine.params import GenerationParams
 from dlmcli.engine.schedule import block_transfer_counts, threshold_count, timestep_transfer_count, timesteps
 from dlmcli.errors import UsageError
 
-from .reference_algorithms import dream_generate, llada_generate
+from .reference_algorithms import dream_generate, dream_transfer_count, llada_generate, torch_linspace_f32
 
 V = 40
 MASK = 39
@@ -124,13 +124,46 @@ def test_schedule_helpers():
     assert block_transfer_counts(10, 4) == [3, 3, 2, 2]
     assert block_transfer_counts(3, 5) == [1, 1, 1, 0, 0]
     ts = timesteps(4, 1e-3)
-    assert ts[0] == 1 and abs(ts[-1] - 1e-3) < 1e-12
-    assert timestep_transfer_count(100, 0, 4, ts) == int(100 * (1 - ts[1] / ts[0]))
+    assert ts.dtype == np.float32 and ts[0] == 1 and ts[-1] == np.float32(1e-3)
+    assert timestep_transfer_count(100, 0, 4, ts) == int(np.float32(100) * (1 - ts[1] / ts[0]))
     assert timestep_transfer_count(7, 3, 4, ts) == 7
     assert threshold_count(np.array([0.99, 0.95, 0.5]), 0.9, None) == 2
     assert threshold_count(np.array([0.5, 0.4]), 0.9, None) == 1  # always at least the best
     # factor 1: n-th best needs conf >= 1 - 1/(n+1): 0.5, 0.667, 0.75, ...
     assert threshold_count(np.array([0.6, 0.7, 0.7, 0.1]), None, 1.0) == 2
+
+
+def test_timesteps_are_torch_linspace_in_float32():
+    # schedule.timesteps (float64 arithmetic rounded once) against the reference's exact rationals
+    for steps in list(range(1, 70)) + [127, 128, 255, 256, 512, 1000]:
+        for eps in (1e-3, 1e-2, 0.05, 0.1, 0.37):
+            assert timesteps(steps, eps).tobytes() == torch_linspace_f32(1, eps, steps + 1).tobytes(), (steps, eps)
+
+
+def test_transfer_counts_in_float32_like_dream():
+    # 19 masks, 19 steps, eps 0.05: Dream reveals one token at step 1 (float32); float64 says none.
+    ts = timesteps(19, 0.05)
+    assert timestep_transfer_count(19, 1, 19, ts) == 1
+    assert int(19 * (1 - np.linspace(1, 0.05, 20)[2] / np.linspace(1, 0.05, 20)[1])) == 0
+    for steps in range(1, 120, 3):
+        for eps in (1e-3, 0.01, 0.05):
+            ts = timesteps(steps, eps)
+            for masked in (1, 5, 19, 64, 100, 200):
+                for i in range(steps - 1):
+                    assert timestep_transfer_count(masked, i, steps, ts) == dream_transfer_count(masked, ts[i], ts[i + 1])
+
+
+def test_timesteps_and_counts_match_torch():
+    torch = pytest.importorskip("torch")
+    for steps in range(1, 201):
+        for eps in (1e-3, 0.01, 0.05):
+            want = torch.linspace(1, eps, steps + 1)
+            ts = timesteps(steps, eps)
+            assert ts.tobytes() == want.numpy().tobytes(), (steps, eps)
+            masked = torch.tensor([3, 19, 77, 200])[:, None] / 1  # Dream: mask_index.sum() / batch, float32
+            expect = (masked * (1 - want[1:-1] / want[:-2])).to(torch.int64).tolist()  # int() truncates
+            got = [[timestep_transfer_count(m, i, steps, ts) for i in range(steps - 1)] for m in (3, 19, 77, 200)]
+            assert got == expect, (steps, eps)
 
 
 def test_prompt_is_never_touched_and_commits_are_final():

@@ -16,16 +16,32 @@ def block_transfer_counts(masked: int, steps: int) -> list[int]:
 
 
 def timesteps(steps: int, eps: float) -> np.ndarray:
-    """Dream's noise levels: ``linspace(1, eps, steps + 1)``; step i goes from t=ts[i] to s=ts[i+1]."""
-    return np.linspace(1.0, eps, steps + 1)
+    """Dream's noise levels, ``torch.linspace(1, eps, steps + 1)`` in float32, bit for bit; step i
+    goes from t=ts[i] to s=ts[i+1].
+
+    torch computes ``step = (eps - 1) / steps`` in float32, fills the first half as ``1 + step * i``
+    and the second half as ``eps - step * (steps - i)``, each a fused multiply-add (one rounding), as
+    its CPU build and nvcc compile it. Here the product and sum are exact in float64 (for eps >= 2^-29
+    and steps < 2^29), then rounded once to float32.
+    """
+    n = steps + 1
+    start, end = np.float32(1.0), np.float32(eps)
+    step = np.float32((end - start) / np.float32(n - 1))
+    i = np.arange(n, dtype=np.float64)
+    forward = (np.float64(start) + np.float64(step) * i).astype(np.float32)
+    backward = (np.float64(end) - np.float64(step) * (n - 1 - i)).astype(np.float32)
+    return np.where(np.arange(n) < n // 2, forward, backward)
 
 
 def timestep_transfer_count(masked: int, step: int, steps: int, ts: np.ndarray) -> int:
-    """Dream: reveal the fraction 1 - s/t of what is still masked; everything at the last step."""
+    """Dream: reveal the fraction 1 - s/t of what is still masked; everything at the last step.
+
+    ``int(num_mask * (1 - s / t))`` in float32, as Dream's tensors compute it (one rounding per op).
+    """
     if step == steps - 1:
         return masked
-    t, s = ts[step], ts[step + 1]
-    return int(masked * (1 - s / t))
+    t, s = np.float32(ts[step]), np.float32(ts[step + 1])
+    return int(np.float32(masked) * (np.float32(1.0) - s / t))
 
 
 def threshold_count(sorted_conf: np.ndarray, threshold: float | None, factor: float | None) -> int:
