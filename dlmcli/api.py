@@ -26,7 +26,7 @@ from .runtime.llama import ALL_LAYERS, Devices, Runtime  # first: llama_cpp befo
 import numpy as np  # noqa: E402
 
 from . import defaults
-from . import infill as infill_text
+from . import placeholders as infill_text
 from .engine.denoise import VocabInfo, denoise_batch
 from .engine.events import Step
 from .engine.params import GenerationParams
@@ -90,6 +90,18 @@ class InfillResult(Result):
         out["spans"] = [{"position": sp.position, "length": sp.length, "tokens": sp.tokens, "text": sp.text,
                          "offset": sp.offset} for sp in self.spans]
         return out
+
+
+def refuse_ignored(params: GenerationParams, overrides: dict) -> GenerationParams:
+    """Refuse a setting the user made that the resolved schedule would silently ignore."""
+    user = {k for k, v in overrides.items() if v is not None}
+    if "block_length" in user and params.schedule != "block":
+        raise UsageError(f"--block-length applies to the block schedule, and this run uses --schedule "
+                         f"{params.schedule}; drop --block-length or add --schedule block")
+    if "eps" in user and params.schedule != "timestep":
+        raise UsageError(f"--eps applies to the timestep schedule, and this run uses --schedule {params.schedule}; "
+                         f"drop --eps or add --schedule timestep")
+    return params
 
 
 class Generation:
@@ -319,6 +331,8 @@ class Model:
 
     def prompt_tokens(self, prompt: str, *, system: str | None = None, raw: bool = False) -> list[int]:
         """Tokens fed to the model: the chat template applied (unless raw), BOS where the model wants it."""
+        if raw and system is not None:
+            raise UsageError("--system goes into the chat template, which --raw skips; drop one of them")
         if raw or not self.chat_template:
             if not raw and self.prompt_format:
                 prompt = self.prompt_format.replace("{prompt}", prompt)
@@ -359,7 +373,7 @@ class Model:
     # --- generation -------------------------------------------------------------------------
     def params(self, **overrides) -> GenerationParams:
         """Family defaults < the GGUF's own hints < overrides (only non-None values count)."""
-        return defaults.resolve(self.arch, self.model_defaults, overrides)
+        return refuse_ignored(defaults.resolve(self.arch, self.model_defaults, overrides), overrides)
 
     def denoise(self, prompt: str | None = None, *, prompt_tokens: Sequence[int] | None = None,
                 system: str | None = None, raw: bool = False, params: GenerationParams | None = None,
@@ -417,6 +431,10 @@ class Model:
 
     def generate_batch(self, prompts: Sequence[str] | None = None, **kwargs) -> list[Result]:
         return self.denoise_batch(prompts, **kwargs).results()
+
+    def check_prompt(self, prompt_tokens: Sequence[int], params: GenerationParams) -> None:
+        """Raise what generating from PROMPT_TOKENS would raise (too long for the context, a mask token)."""
+        self._canvas([int(t) for t in prompt_tokens], params)
 
     def _canvas(self, prompt_tokens: list[int], params: GenerationParams) -> np.ndarray:
         total = len(prompt_tokens) + params.gen_length
@@ -481,6 +499,7 @@ class Model:
         user.setdefault("steps", -(-n_masks // n_blocks) * n_blocks)
         params = defaults.resolve(self.arch, self.model_defaults, dict(user, gen_length=region,
                                                                        block_length=region))
+        refuse_ignored(params, dict(overrides))
         if params.schedule == "block" and params.steps % n_blocks:
             lo = max(n_blocks, params.steps - params.steps % n_blocks)
             raise UsageError(f"{param('steps')} {params.steps} does not split evenly over the {n_blocks} blocks that "

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import DlmError, Terminated, UsageError
-from .infill import parse as parse_infill, parse_force
+from .placeholders import parse as parse_infill, parse_force
 from .render import MAX_DELAY
 
 app = typer.Typer(
@@ -115,24 +115,39 @@ def check_utf8(text: Optional[str], what: str) -> Optional[str]:
     return text
 
 
-def read_prompt(argument: Optional[str], name: str = "PROMPT") -> str:
-    """PROMPT from the argument, from stdin when it is not a terminal, or both (stdin first)."""
+def read_prompt(argument: Optional[str], name: str = "PROMPT", *, stdin_too: bool = False) -> str:
+    """PROMPT from the argument; stdin only when asked (the Unix rule, docs/reliability.md):
+    PROMPT '-' or no PROMPT reads stdin; ``stdin_too`` (--stdin) puts stdin before PROMPT.
+    A PROMPT alone never reads stdin, so a shell loop or an idle stdin (ssh, cron) cannot block it."""
     parts = []
-    stdin = sys.stdin
-    if stdin is not None and not stdin.closed and not stdin.isatty():
-        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DlmError(f"stdin is not valid UTF-8 (byte {e.start}); convert it first, e.g. with iconv") from None
-        text = text.rstrip("\n")
+    from_stdin = argument == "-"
+    if argument is None:
+        stdin = sys.stdin
+        # A terminal is not a prompt: with nothing typed yet, say how to give one instead of waiting.
+        from_stdin = stdin is not None and not stdin.closed and not stdin.isatty()
+    if from_stdin or stdin_too:
+        text = _read_stdin()
         if text:
             parts.append(text)
-    if argument:
+    if argument and argument != "-":
         parts.append(check_utf8(argument, f"the {name} argument"))
     if not parts:
-        raise UsageError(f"no {name.lower()}: pass {name} as an argument or pipe it on stdin")
+        where = "stdin is empty" if from_stdin or stdin_too else f"pass {name} as an argument, or pipe it " \
+            f"on stdin with no {name} or {name} '-'"
+        raise UsageError(f"no {name.lower()}: {where}")
     return "\n\n".join(parts)
+
+
+def _read_stdin() -> str:
+    stdin = sys.stdin
+    if stdin is None or stdin.closed:
+        return ""
+    data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DlmError(f"stdin is not valid UTF-8 (byte {e.start}); convert it first, e.g. with iconv") from None
+    return text.rstrip("\n")
 
 
 # Shared options, defined once.
@@ -152,16 +167,28 @@ def open_model(model: Optional[str], ngl: int, threads: Optional[int], verbose: 
                rpc: Optional[str] = None, split_mode: Optional[str] = None, tensor_split: Optional[str] = None,
                main_gpu: Optional[int] = None):
     from . import api
-    from .hub import default_model
+    from .hub.config import default_model_with_source
 
     if rpc is None:  # every command that loads a model honours DLM_RPC, with or without an --rpc option
         rpc = os.environ.get("DLM_RPC") or None
-    if model is None:
-        model, fallback = default_model()
+    load = functools.partial(api.load, n_gpu_layers=ngl, n_threads=threads, verbose=verbose, allow_pull=pull,
+                             rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
+    if model is not None:
+        m = load(model)
+    else:
+        model, fallback, source = default_model_with_source()
         if fallback:
             err(f"No model given; using the bundled {model} (set one with -m or DLM_MODEL).")
-    m = api.load(model, n_gpu_layers=ngl, n_threads=threads, verbose=verbose, allow_pull=pull, rpc=rpc,
-                 split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
+        try:
+            m = load(model)
+        except DlmError as e:
+            if fallback:
+                raise
+            # The user typed no model: say where this one came from and how to change it.
+            where = "DLM_MODEL (unset it or pass -m)" if source == "DLM_MODEL" else \
+                f"the config file {source} (change it with 'dlm config set model NAME', or pass -m)"
+            e.args = (f"{e} [the model {model!r} came from {where}]",)
+            raise
     if verbose:
         placement = m.placement
         for line in placement.lines() if placement else ():
@@ -172,7 +199,7 @@ def open_model(model: Optional[str], ngl: int, threads: Optional[int], verbose: 
 @app.command()
 @boundary
 def generate(
-    prompt: Annotated[Optional[str], typer.Argument(help="The prompt; read from stdin too when piped.", show_default=False)] = None,
+    prompt: Annotated[Optional[str], typer.Argument(help="The prompt; '-' or none: read it from stdin.", show_default=False)] = None,
     model: ModelOpt = None,
     gen_length: Annotated[Optional[int], typer.Option("-n", "--gen-length", help="Tokens to generate.")] = None,
     steps: Annotated[Optional[int], typer.Option("-s", "--steps", help="Denoising steps (forward passes).")] = None,
@@ -191,6 +218,7 @@ def generate(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible runs.")] = None,
     system: Annotated[Optional[str], typer.Option("--system", help="System prompt for the chat template.")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Skip the chat template: the prompt is the text.")] = False,
+    stdin_too: Annotated[bool, typer.Option("--stdin", help="Also read stdin, and put it before PROMPT.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the answer.")] = False,
     visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Live view of the denoising (default: when stderr is a terminal).")] = None,
     delay: Annotated[float, typer.Option("--delay", min=0.0, max=MAX_DELAY, help="Seconds to pause between steps, to follow along.")] = 0.0,
@@ -214,19 +242,16 @@ def generate(
                      cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
     devices = dict(rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
     if batch is not None:
-        if prompt is not None or visual or trace is not None or delay or force:
+        if prompt is not None or visual or trace is not None or delay or force or stdin_too:
             raise UsageError("--batch answers the file's prompts only: it takes no PROMPT, --visual, --trace, "
-                             "--delay or --force (they follow one generation)")
+                             "--delay, --force or --stdin (they follow one generation)")
         prompts = read_batch(batch)
         with open_model(model, ngl, threads, verbose, pull, **devices) as m:
-            params = m.params(**overrides)
-            for first in range(0, len(prompts), batch_size):
-                group = prompts[first:first + batch_size]
-                results = m.generate_batch(group, system=system, raw=raw, params=params, first_index=first)
-                for i, r in enumerate(results, first):
-                    _emit(r, json_out, verbose, index=i)
+            failed = _run_batch(m, prompts, batch_size, m.params(**overrides), system, raw, json_out, verbose)
+        if failed:
+            raise typer.Exit(1)
         return
-    text = read_prompt(prompt)
+    text = read_prompt(prompt, stdin_too=stdin_too)
     forced = [parse_force(check_utf8(f, "--force")) for f in force or ()]
     writer = _trace_writer(trace)  # a bad --trace path fails here, before the model loads
     try:
@@ -285,21 +310,21 @@ def borrow_options(source, names: tuple[str, ...]):
 
 _SAMPLING = ("steps", "block_length", "schedule", "algorithm", "alg_temp", "temperature", "top_k", "top_p",
              "cfg", "eps", "threshold", "factor", "seed")
-_INFILL_SHARED = ("model",) + _SAMPLING + ("system", "json_out", "visual", "delay", "trace", "pull", "ngl",
-                                           "threads") + DEVICE_OPTIONS + ("verbose",)
+_INFILL_SHARED = ("model",) + _SAMPLING + ("system", "stdin_too", "json_out", "visual", "delay", "trace", "pull",
+                                           "ngl", "threads") + DEVICE_OPTIONS + ("verbose",)
 
 
 @app.command()
 @boundary
 @borrow_options(generate, _INFILL_SHARED)
 def infill(
-    text: Annotated[Optional[str], typer.Argument(help="Text with [MASK] (one token) or [MASK:N] (N tokens) spans; \\[MASK is a literal. Read from stdin too when piped.", show_default=False)] = None,
+    text: Annotated[Optional[str], typer.Argument(help="Text with [MASK] (one token) or [MASK:N] (N tokens) spans; \\[MASK is a literal. '-' or none: read it from stdin.", show_default=False)] = None,
     chat: Annotated[bool, typer.Option("--chat", help="Put the text in the assistant's turn of the chat template.")] = False,
     user: Annotated[Optional[str], typer.Option("--user", help="With --chat: the user's turn before it.")] = None,
     **opts,
 ):
     """Fill the masked spans of a text; everything else is kept verbatim (see docs/infill.md)."""
-    template = read_prompt(text, "TEXT")
+    template = read_prompt(text, "TEXT", stdin_too=opts["stdin_too"])
     check_utf8(user, "--user")
     check_utf8(opts["system"], "--system")
     parse_infill(template)  # bad placeholders fail before a model is loaded
@@ -397,8 +422,8 @@ def _sinks(m, gen, prompt_text: str, visual: Optional[bool], *, delay: float = 0
     return sinks
 
 
-def read_batch(path: Path) -> list[str]:
-    """--batch FILE: one prompt per line; a blank line is an error (answers must line up)."""
+def read_batch(path: Path) -> list[tuple[int, str]]:
+    """--batch FILE: one prompt per line, as (line number, prompt); blank lines are skipped."""
     try:
         data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
     except OSError as e:
@@ -407,17 +432,53 @@ def read_batch(path: Path) -> list[str]:
         lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise UsageError(f"--batch file {path} is not valid UTF-8 (byte {e.start})") from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            raise UsageError(f"--batch file {path}: line {i} is blank; every line must be a prompt")
-    if not lines:
+    prompts = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    if not prompts:
         raise UsageError(f"--batch file {path} has no prompts")
-    return lines
+    return prompts
 
 
-def _emit(result, json_out: bool, verbose: bool, index: int | None = None) -> None:
+def _run_batch(m, prompts: list[tuple[int, str]], batch_size: int, params, system, raw, json_out: bool,
+               verbose: bool) -> int:
+    """Answer every prompt, in order; a line that cannot run (too long, a mask token...) gets an error
+    of its own and the others still run. Returns the number of lines that failed."""
+    failed = 0
+    for first in range(0, len(prompts), batch_size):
+        group = prompts[first:first + batch_size]
+        out: dict[int, object] = {}
+        runs: list[list[tuple[int, list[int]]]] = [[]]  # contiguous good lines: sequence numbers stay stable
+        for i, (line, text) in enumerate(group, first):
+            try:
+                toks = m.prompt_tokens(text, system=system, raw=raw)
+                m.check_prompt(toks, params)
+            except DlmError as e:
+                out[i] = e
+                runs.append([])
+                continue
+            runs[-1].append((i, toks))
+        for run in runs:
+            if run:
+                results = m.generate_batch(prompt_tokens=[t for _, t in run], params=params, first_index=run[0][0])
+                out.update(zip([i for i, _ in run], results))
+        for i, (line, _text) in enumerate(group, first):
+            r = out[i]
+            if isinstance(r, DlmError):
+                failed += 1
+                if json_out:
+                    sys.stdout.write(json.dumps({"index": i, "line": line, "error": str(r)}, ensure_ascii=False)
+                                     + "\n")
+                else:
+                    sys.stdout.write("\n")  # keeps the answers in line with the prompts
+                sys.stdout.flush()
+                err(f"Error: --batch line {line}: {r}")
+            else:
+                _emit(r, json_out, verbose, index=i, line=line)
+    return failed
+
+
+def _emit(result, json_out: bool, verbose: bool, index: int | None = None, line: int | None = None) -> None:
     if json_out:
-        obj = result.to_json() if index is None else {"index": index, **result.to_json()}
+        obj = result.to_json() if index is None else {"index": index, "line": line, **result.to_json()}
         sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     elif index is not None:
         # --batch: one line per prompt, so line breaks inside an answer are escaped (--json keeps them).

@@ -96,8 +96,8 @@ def test_batch_answer_does_not_depend_on_batch_size_with_sampling(gguf_dir, tmp_
 
 
 @pytest.mark.parametrize("content,extra,needle", [
-    ("abc\n\ndef\n", [], "line 2 is blank"),
     ("", [], "no prompts"),
+    ("\n  \n", [], "no prompts"),
     ("abc\n", ["--trace", "t.jsonl"], "--batch"),
     ("abc\n", ["--visual"], "--batch"),
     ("abc\n", ["a prompt too"], "--batch"),
@@ -145,3 +145,25 @@ def test_greedy_chunking_is_invisible(monkeypatch, chunk_bytes, algorithm):
     assert np.array_equal(got[0], p.argmax(1))
     if algorithm == "low-confidence":
         np.testing.assert_allclose(got[1], p.max(1), rtol=1e-6)
+
+
+def test_cli_batch_skips_blank_lines_and_answers_around_a_bad_line(gguf_dir, tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("abc\n\n" + "x " * 400 + "\ndef\n\n")  # line 3 does not fit the context of 128
+    common = ["generate", "-m", gguf_dir / "llada.gguf", "-n", "4", "--seed", "1", "--batch", f]
+    js = run_dlm(*common, "--json", "--batch-size", "3")
+    assert js.returncode == 1
+    objs = [json.loads(line) for line in js.stdout.decode().splitlines()]
+    assert [(o["index"], o["line"]) for o in objs] == [(0, 1), (1, 3), (2, 4)]
+    assert "text" in objs[0] and "text" in objs[2] and set(objs[1]) == {"index", "line", "error"}
+    assert "has a context of 128" in objs[1]["error"]
+    assert js.stderr.decode().startswith("Error: --batch line 3: the prompt (")
+    plain = run_dlm(*common)
+    assert plain.returncode == 1
+    lines = plain.stdout.decode().split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[-1] == ""  # one line per prompt, the bad one empty
+    alone = run_dlm("generate", "-m", gguf_dir / "llada.gguf", "-n", "4", "--seed", "1", "--json", "--batch", "-",
+                    input=b"abc\n")
+    assert objs[0]["tokens"] == json.loads(alone.stdout)["tokens"]
+    lines_err = plain.stderr.decode().strip().splitlines()
+    assert len(lines_err) == 1 and lines_err[0].startswith("Error: --batch line 3: ")

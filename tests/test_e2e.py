@@ -100,7 +100,7 @@ def test_stdout_is_only_the_answer_and_matches_json(gguf_dir):
 def test_stdin_prompt_and_both(gguf_dir):
     base = ["generate", "-m", gguf_dir / "llada.gguf", "-n", "4", "--raw", "--json"]
     only_stdin = run_dlm(*base, input=b"abc\n")
-    both = run_dlm(*base, "def", input=b"abc\n")
+    both = run_dlm(*base, "--stdin", "def", input=b"abc\n")
     assert json.loads(only_stdin.stdout)["prompt_tokens"][1:] == json.loads(run_dlm(*base, "abc").stdout)["prompt_tokens"][1:]
     joined = json.loads(run_dlm(*base, "abc\n\ndef").stdout)["prompt_tokens"]
     assert json.loads(both.stdout)["prompt_tokens"] == joined

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dlmcli.errors import UsageError
-from dlmcli.infill import Span, parse, parse_force, render, spans
+from dlmcli.placeholders import Span, parse, parse_force, render, spans
 
 
 def shape(pieces):

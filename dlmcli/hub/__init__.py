@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 
-def resolve_model(spec: str, *, allow_pull: bool = False, progress=None) -> Path:
+def resolve_model(spec: str, *, allow_pull: bool = False, progress=None, pull_hint: bool = True) -> Path:
     """Return the local .gguf to load for MODEL (the first shard of a split model).
 
     Never touches the network for a model already in the cache. With ``allow_pull`` a missing hub model is
@@ -52,10 +52,10 @@ def resolve_model(spec: str, *, allow_pull: bool = False, progress=None) -> Path
 
             progress = RichPullProgress()
         return pull(ref, progress=progress).model.path
-    raise _not_downloaded(ref)
+    raise _not_downloaded(ref, pull_hint)
 
 
-def _not_downloaded(ref: ModelRef) -> ModelError | HubError:
+def _not_downloaded(ref: ModelRef, pull_hint: bool = True) -> ModelError | HubError:
     if cache.offline_mode():
         return HubError(
             f"model {ref.spec} is not downloaded and HF_HUB_OFFLINE is set; "
@@ -66,9 +66,10 @@ def _not_downloaded(ref: ModelRef) -> ModelError | HubError:
         pct = 100 * pending.bytes_on_disk() / pending.total
         return ModelError(
             f"model {ref.spec} is only partly downloaded ({pct:.0f}%); "
-            f"run 'dlm pull {ref.spec}' to resume, or pass --pull"
+            f"run 'dlm pull {ref.spec}' to resume" + (", or pass --pull" if pull_hint else "")
         )
-    return ModelError(f"model {ref.spec} is not downloaded; run 'dlm pull {ref.spec}' or pass --pull")
+    return ModelError(f"model {ref.spec} is not downloaded; run 'dlm pull {ref.spec}'"
+                      + (" or pass --pull" if pull_hint else ""))
 
 
 def catalog_entry_for(spec: str) -> CatalogEntry | None:

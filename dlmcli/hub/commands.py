@@ -9,8 +9,11 @@ import json
 import sys
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
+
+from ..errors import UsageError
 
 from . import config as cfg
 from .manage import list_models, remove
@@ -20,7 +23,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False)
+    # soft_wrap: a note piped to a file or a log stays one line (Rich would wrap it at 80 columns).
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _size(n: int | None, approx: bool = False) -> str:
@@ -34,6 +38,7 @@ def _size(n: int | None, approx: bool = False) -> str:
 def pull(
     model: Annotated[str, typer.Argument(help="Catalog name, owner/repo[:QUANT] or owner/repo:FILE.gguf.")],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    revision: Annotated[str, typer.Option("--revision", metavar="REV", help="A branch, tag or commit of the repo.")] = "main",
 ) -> None:
     """Download a model into the Hugging Face cache (resumes an interrupted pull). Prints the local path."""
     from .download import PullProgress, human_bytes
@@ -50,7 +55,7 @@ def pull(
         from .progress import RichPullProgress
 
         progress = RichPullProgress(_err())
-    result = do_pull(ref, progress=progress)
+    result = do_pull(ref, progress=progress, revision=revision)
     err = _err()
     if result.downloaded:
         err.print(
@@ -94,7 +99,7 @@ def info(
     from . import catalog_entry_for, resolve_model
     from .ggufinfo import read_info
 
-    path = resolve_model(model)
+    path = resolve_model(model, pull_hint=False)  # info has no --pull to suggest
     meta = read_info(path)
     entry = catalog_entry_for(model)
     if as_json:
@@ -168,10 +173,22 @@ def rm(
     from .download import human_bytes
 
     ref = parse_spec(model)
-    if not yes and sys.stdin.isatty() and ref.kind == "hub":
+    if not yes and ref.kind == "hub":
+        from . import pending_for
+
         local = find_local(ref)
-        if local is not None:  # otherwise remove() explains what there is (or is not) to remove
-            typer.confirm(f"Remove {model} ({human_bytes(local.size)})?", abort=True, err=True)
+        if local is not None or pending_for(ref) is not None:  # otherwise remove() explains what there is not
+            size = f" ({human_bytes(local.size)})" if local is not None else ""
+            if not sys.stdin.isatty():
+                raise UsageError(f"dlm rm asks before deleting and stdin is not a terminal; "
+                                 f"pass -y to remove {model}{size}")
+            try:
+                ok = typer.confirm(f"Remove {model}{size}?", default=False, err=True)
+            except click.exceptions.Abort:  # Ctrl-D at the question
+                ok = False
+            if not ok:
+                _err().print(f"kept {model}; nothing removed")
+                raise typer.Exit(1)
     removed = remove(model)
     _err().print(f"removed {model}: {len(removed.files)} file(s), {human_bytes(removed.freed)} freed")
 
@@ -200,6 +217,9 @@ def config_set(
     """Store a setting in the config file."""
     if key == "model":
         ref = parse_spec(value)  # refuse what could never resolve
+        if ref.kind == "path":  # a relative path would break from any other directory
+            assert ref.path is not None
+            value = str(ref.path.resolve())
         if ref.kind == "hub":
             from . import find_local
 

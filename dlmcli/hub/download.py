@@ -14,6 +14,7 @@ import errno
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import socket
 import time
@@ -173,8 +174,8 @@ def _hub_error(exc: Exception, repo: str, spec: str) -> HubError | None:
 def _network_message(exc: BaseException, spec: str) -> str:
     reason = getattr(exc, "reason", None) or exc
     return scrub(
-        f"cannot reach {endpoint()} ({type(reason).__name__}: {reason}); check the network, "
-        f"or set HF_HUB_OFFLINE=1 to use downloaded models only"
+        f"cannot reach {endpoint()} ({type(reason).__name__}: {reason}); check the network (or HF_ENDPOINT), "
+        f"then run 'dlm pull {spec}' again"
     )
 
 
@@ -320,8 +321,8 @@ def pull(ref: ModelRef, *, progress: PullProgress | None = None, revision: str =
 
     for f in plan.files:
         cache.link_into_snapshot(blobs / f.etag, snapshot, f.path)
-    if revision == "main":
-        cache.write_ref(ref.repo, plan.commit)
+    if revision != plan.commit and re.fullmatch(r"[\w.-]+(/[\w.-]+)*", revision) and ".." not in revision:
+        cache.write_ref(ref.repo, plan.commit, revision)  # a branch or tag: its commit, as huggingface_hub keeps it
     cache.clear_pending(ref.repo, plan.base)
     group = GGUFGroup(tuple(f.path for f in plan.files), plan.base)
     model = cache.LocalModel(ref.repo, plan.commit, group, snapshot)

@@ -1,5 +1,7 @@
 """Infill templates and --force specs: pure text parsing, no model, no llama.cpp.
 
+(Not named `infill`: a submodule of that name would shadow the public function `dlmcli.infill`.)
+
 A template is TEXT with placeholders: ``[MASK]`` is one position to fill, ``[MASK:N]`` is N
 positions. Everything else is fixed text, kept verbatim in the output. Escapes (docs/infill.md):
 backslashes mean something only directly before ``[MASK``, where a run of 2k backslashes becomes k

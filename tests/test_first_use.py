@@ -1,0 +1,127 @@
+"""First use, as a new user meets it (issue 15): stdin, the documented API imported every way."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from .conftest import ROOT, run_dlm
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+       "HF_HUB_OFFLINE": "1"}
+DLM = f"{sys.executable} -m dlmcli"
+
+
+def test_a_prompt_argument_does_not_wait_on_an_idle_stdin():
+    # `dlm generate PROMPT < <(sleep 30)`, ssh, cron: stdin is open and never ends. Before, this hung.
+    proc = subprocess.Popen([sys.executable, "-m", "dlmcli", "generate", "-m", "tiny-llada", "reverse hello"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    try:
+        out, err = proc.communicate(timeout=120)  # a hang, not a speed check: stdin is never closed
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert proc.returncode == 0, err
+    assert out == b"olleh\n"
+
+
+def test_a_shell_loop_over_stdin_answers_every_line(tmp_path):
+    (tmp_path / "words.txt").write_text("hello\nabc\n")
+    script = f'while read w; do {DLM} generate -m tiny-llada "reverse $w"; done < words.txt'
+    r = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, env=ENV, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == ["olleh", "cba"]
+
+
+def test_piped_stdin_is_ignored_with_a_prompt_and_read_with_dash_or_stdin():
+    ignored = run_dlm("generate", "-m", "tiny-llada", "add 1 2", input=b"reverse abc\n")
+    assert ignored.returncode == 0 and ignored.stdout == b"3\n", ignored.stderr  # was '3333dd'
+    dash = run_dlm("generate", "-m", "tiny-llada", "-", input=b"reverse hello\n")
+    assert dash.stdout == b"olleh\n", dash.stderr
+    none = run_dlm("generate", "-m", "tiny-llada", input=b"reverse hello\n")
+    assert none.stdout == b"olleh\n", none.stderr
+    both = run_dlm("generate", "-m", "tiny-llada", "--raw", "--json", "--stdin", "def", input=b"abc\n")
+    joined = run_dlm("generate", "-m", "tiny-llada", "--raw", "--json", "abc\n\ndef")
+    assert json.loads(both.stdout)["prompt_tokens"] == json.loads(joined.stdout)["prompt_tokens"]
+    empty = run_dlm("generate", "-m", "tiny-llada", "-", input=b"")
+    assert empty.returncode == 2 and empty.stderr.decode().strip() == "Error: no prompt: stdin is empty"
+
+
+def test_infill_text_argument_ignores_piped_stdin():
+    r = run_dlm("infill", "-m", "tiny-llada", "reverse hello = [MASK:5]", input=b"junk [MASK]\n")
+    assert r.returncode == 0 and r.stdout == b"reverse hello = olleh\n", r.stderr
+
+
+API_CHECK = r"""
+import importlib, pkgutil, sys, types
+import dlmcli
+mode = sys.argv[1]
+if mode == "after-other-calls":
+    print(dlmcli.generate("reverse hello", model="tiny-llada").text)
+    print(dlmcli.infill("reverse hello = [MASK:5]", model="tiny-llada").text)
+elif mode == "from-import":
+    from dlmcli import infill, generate, load
+    print(generate("add 12 30", model="tiny-llada").text)
+    print(infill("reverse hello = [MASK:5]", model="tiny-llada").text)
+    with load("tiny-llada") as m:
+        print(m.infill("reverse [MASK:5] = olleh").result().text)
+elif mode == "every-submodule-first":
+    # Importing any submodule must not replace a public name (a submodule 'infill' once did).
+    for info in pkgutil.walk_packages(dlmcli.__path__, "dlmcli."):
+        if info.name.endswith("__main__"):
+            continue
+        importlib.import_module(info.name)
+    import dlmcli.api as api
+    for name in dlmcli.__all__:
+        obj = getattr(dlmcli, name)
+        assert not isinstance(obj, types.ModuleType), name
+        assert callable(obj), name
+        if hasattr(api, name):
+            assert obj is getattr(api, name), name
+    from dlmcli import (load, generate, infill, Model, Generation, Result, Timings, InfillGeneration,
+                        InfillResult, FilledSpan, Step, GenerationParams)
+    from dlmcli.errors import DlmError, UsageError, ModelError, HubError, GenerationError
+    print(infill("reverse hello = [MASK:5]", model="tiny-llada").text)
+"""
+
+
+def _api(mode: str) -> list[str]:
+    r = subprocess.run([sys.executable, "-c", API_CHECK, mode], capture_output=True, text=True, env=ENV,
+                       cwd=ROOT, timeout=240)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_dlmcli_infill_after_other_calls():
+    assert _api("after-other-calls") == ["olleh", "reverse hello = olleh"]
+
+
+def test_from_dlmcli_import_the_functions():
+    assert _api("from-import") == ["42", "reverse hello = olleh", "reverse hello = olleh"]
+
+
+def test_every_public_name_survives_importing_every_submodule():
+    assert _api("every-submodule-first") == ["reverse hello = olleh"]
+
+
+def _one_error(r, code: int, needle: str) -> None:
+    lines = r.stderr.decode().strip().splitlines()
+    assert r.returncode == code and r.stdout == b"", r.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], lines
+
+
+def test_flags_the_run_would_ignore_are_refused():
+    _one_error(run_dlm("generate", "-m", "tiny-llada", "--raw", "--system", "be brief", "hi"), 2,
+               "--system goes into the chat template, which --raw skips")
+    _one_error(run_dlm("generate", "-m", "tiny-dream", "--block-length", "4", "hi"), 2,
+               "--block-length applies to the block schedule, and this run uses --schedule timestep")
+    _one_error(run_dlm("generate", "-m", "tiny-llada", "--schedule", "timestep", "--block-length", "4", "hi"), 2,
+               "--block-length applies to the block schedule")
+    _one_error(run_dlm("generate", "-m", "tiny-llada", "--eps", "0.01", "hi"), 2,
+               "--eps applies to the timestep schedule, and this run uses --schedule block")
+    _one_error(run_dlm("infill", "-m", "tiny-dream", "--block-length", "2", "a [MASK:3]"), 2,
+               "--block-length applies to the block schedule")
+    ok = run_dlm("generate", "-m", "tiny-dream", "--eps", "0.01", "add 12 30")
+    assert ok.returncode == 0 and ok.stdout == b"42\n", ok.stderr
