@@ -167,3 +167,19 @@ def test_cli_batch_skips_blank_lines_and_answers_around_a_bad_line(gguf_dir, tmp
     assert objs[0]["tokens"] == json.loads(alone.stdout)["tokens"]
     lines_err = plain.stderr.decode().strip().splitlines()
     assert len(lines_err) == 1 and lines_err[0].startswith("Error: --batch line 3: ")
+
+
+def test_default_threads_follow_the_work_in_a_pass():
+    # One thread for the bundled tiny models' passes (spinning workers stall them on shared cores),
+    # every core once params x canvas is large (a 46M model's 256-token canvas: 1.2e10).
+    from pathlib import Path
+
+    from dlmcli.runtime.llama import SMALL_PASS_WORK, LlamaModel, available_cores, default_threads
+
+    model = LlamaModel(Path(__file__).resolve().parent.parent / "dlmcli" / "models" / "tiny-llada.gguf")
+    try:
+        assert default_threads(model, 40) == 1
+        big = SMALL_PASS_WORK // model.n_params + 1
+        assert default_threads(model, big) == available_cores()
+    finally:
+        model.close()

@@ -49,13 +49,16 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-SMALL_MODEL_PARAMS = 50_000_000
+# Parameters x canvas tokens (about half the FLOPs of one pass) under which a pass runs on one thread.
+SMALL_PASS_WORK = 2_000_000_000
 
 
-def default_threads(model: "LlamaModel") -> int:
-    """One thread for tiny models: their passes take microseconds per layer, and llama.cpp's
-    spin-waiting workers slow them badly when other processes share the cores."""
-    return 1 if model.n_params < SMALL_MODEL_PARAMS else available_cores()
+def default_threads(model: "LlamaModel", n_tokens: int) -> int:
+    """One thread for passes too small to share: the bundled tiny models (6M parameters x a 40-token
+    canvas) take milliseconds, and llama.cpp's spin-waiting workers slow them 5-30x when other
+    processes share the cores. Larger passes (46M parameters x 256 tokens: 1.2e10) get every core,
+    as llama-diffusion-cli does, and are not slower than it on an idle machine (docs/performance.md)."""
+    return 1 if model.n_params * max(1, n_tokens) < SMALL_PASS_WORK else available_cores()
 
 
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}  # LLAMA_SPLIT_MODE_*
@@ -239,7 +242,7 @@ class LlamaContext:
         params.no_perf = True
         # llama.cpp's default is 4 threads whatever the machine; on fewer cores its spinning workers
         # oversubscribe (seen 5-30x slower on a busy 2-core box). Default to the cores we may use.
-        n_threads = n_threads or default_threads(model)
+        n_threads = n_threads or default_threads(model, n_tokens)
         params.n_threads = params.n_threads_batch = n_threads
         # Interruptible too: llama.cpp logs from here, and a Ctrl-C may land in that callback.
         ptr = native.call_interruptibly(lib.llama_init_from_model, model.ptr, params, free=lib.llama_free)
