@@ -135,11 +135,12 @@ def make_model(args, bindir: Path) -> Path:
 
     d = Path(args.build_dir) / "models"
     d.mkdir(parents=True, exist_ok=True)
-    if args.make_model == "small":
-        path = d / "bench-small.gguf"
+    if args.make_model in ("small", "small-dream"):
+        arch = "llada" if args.make_model == "small" else "dream"
+        path = d / ("bench-small.gguf" if arch == "llada" else "bench-small-dream.gguf")
         if not path.exists():
-            # The CPU anchor's shape (docs/performance.md): 4 layers, d 512, vocab 32,280.
-            write_random_gguf(path, "llada", seed=0, n_layer=4, n_embd=512, n_head=8, n_ff=1536,
+            # The CPU anchor's shape (docs/performance.md): 4 layers, d 512, vocab 32,280 (46M parameters).
+            write_random_gguf(path, arch, seed=0, n_layer=4, n_embd=512, n_head=8, n_ff=1536,
                               n_vocab=32280, context_length=4096, chat_template=IDENTITY_TEMPLATE)
         return path
     shape = args.make_model
@@ -234,7 +235,8 @@ def run_dlm(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dic
         env["LLAMA_CPP_LIB_PATH"] = str(bindir.resolve())
     cmd = [sys.executable, "-m", "dlmcli", "generate", "-m", str(model), "--raw", prompt, "--json",
            "-n", str(args.gen_length), "-s", str(pl["dlm_steps"]), "--schedule", schedule,
-           "--block-length", str(args.block_length), "--eps", str(args.eps), "-t", str(temp), "--top-k",
+           *(["--block-length", str(args.block_length)] if schedule == "block" else ["--eps", str(args.eps)]),
+           "-t", str(temp), "--top-k",
            str(top_k), "--top-p", str(top_p), "-a", algorithm, "--no-early-stop", "--seed", "0", "--ngl",
            str(args.ngl), "--no-visual"] + (["--threads", str(args.threads)] if args.threads else [])
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)  # this checkout's dlmcli
@@ -308,7 +310,7 @@ def main() -> None:
     ap.add_argument("--cuda-arch", default="90")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--model", help="an existing GGUF (its chat template must be the identity; see --make-model)")
-    ap.add_argument("--make-model", choices=["small", "llada8b", "dream7b"], default="small")
+    ap.add_argument("--make-model", choices=["small", "small-dream", "llada8b", "dream7b"], default="small")
     ap.add_argument("--keep-f16", action="store_true", help="keep the F16 file after quantizing")
     ap.add_argument("--algorithms", default="low-confidence", help="comma list: low-confidence,margin,entropy,random,origin")
     ap.add_argument("--samplings", default="t0", help="comma list of t<T>[k<top-k>][p<top-p>], e.g. t0,t0.2p0.95")
