@@ -131,7 +131,7 @@ class ChatSession:
         name = name.lower()
         if name == "/help":
             note(HELP)
-        elif name in ("/exit", "/quit", "/bye"):
+        elif name in ("/exit", "/quit"):
             raise _Leave()
         elif name == "/clear":
             self.conv.clear()
@@ -287,7 +287,6 @@ def _prompt_session():
     """prompt_toolkit over the terminal: Enter sends, Alt-Enter / Esc Enter / a trailing backslash
     start a new line, Ctrl-C clears the line (or, on an empty one, says how to leave), Ctrl-D leaves."""
     from prompt_toolkit import PromptSession
-    from prompt_toolkit.formatted_text import FormattedText
     from prompt_toolkit.history import InMemoryHistory
     from prompt_toolkit.key_binding import KeyBindings
     from prompt_toolkit.output.defaults import create_output
@@ -314,7 +313,6 @@ def _prompt_session():
     return PromptSession(
         history=InMemoryHistory(), key_bindings=keys, multiline=True,
         prompt_continuation=lambda width, _line, wrap: "" if wrap else CONTINUATION.rjust(width),
-        placeholder=FormattedText([("fg:ansibrightblack", "Send a message (/help for commands)")]),
         output=create_output(always_prefer_tty=True),  # stdout may be a file; the prompt stays on the terminal
     )
 

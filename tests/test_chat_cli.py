@@ -150,3 +150,10 @@ def test_load_save_and_a_leading_double_slash(session, tmp_path, capsys):
 def test_empty_stdin_is_an_empty_conversation(small):
     r = run_dlm(*small, input=b"")
     assert r.returncode == 0 and r.stdout == b"" and r.stderr == b""
+
+
+def test_answers_shown_on_a_terminal_cannot_drive_it():
+    from dlmcli.chat import printable
+
+    assert printable("line one\n\tline two") == "line one\n\tline two"
+    assert printable("a\x1b[2Jb\x07c\u202ed\x9b") == "a\\x1b[2Jb\\x07c\\u202ed\\x9b"

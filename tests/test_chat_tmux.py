@@ -45,7 +45,7 @@ class Chat(Tmux):
 def at_prompt(screen: str) -> bool:
     """The last line with text is an empty prompt."""
     lines = [line for line in screen.splitlines() if line.strip()]
-    return bool(lines) and lines[-1].rstrip() in (">>>", ">>> Send a message (/help for commands)")
+    return bool(lines) and lines[-1].rstrip() == ">>>"
 
 
 def live_view_on(screen: str) -> bool:
@@ -120,6 +120,10 @@ def test_ctrl_c_cancels_the_turn_and_the_conversation_goes_on(chat, tmp_path):
     assert chat.cursor_shown()
 
     chat.wait_for(at_prompt)
+    chat.tmux("send-keys", "-t", "t", "-l", "half typed")
+    chat.wait_for(">>> half typed")
+    chat.send("C-c")  # with text on the line: the line is dropped, no hint
+    chat.wait_for(lambda s: s.count(">>>") >= 3)
     screen = ask(chat, "reverse abc")
     assert "cba" in [line.strip() for line in screen.splitlines()]
     chat.type(f"/save {tmp_path / 'c.json'}")
