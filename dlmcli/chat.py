@@ -126,8 +126,7 @@ class ChatSession:
     # --- commands ---------------------------------------------------------------------------
     def command(self, line: str) -> None:
         """Run one /command; DlmError for anything wrong with it (the caller prints one line)."""
-        name, _, arg = line.strip().partition(" ")
-        arg = arg.strip()
+        name, arg = (line.strip().split(None, 1) + [""])[:2]  # any whitespace, a newline too, ends the name
         name = name.lower()
         if name == "/help":
             note(HELP)
@@ -151,7 +150,7 @@ class ChatSession:
             raise UsageError(f"unknown command {name}; /help lists the commands")
 
     def set(self, arg: str) -> None:
-        key, _, value = arg.partition(" ")
+        key, value = (arg.split(None, 1) + [""])[:2]
         value = value.strip()
         if not key or not value:
             raise UsageError("usage: /set KEY VALUE (/show lists the keys)")
