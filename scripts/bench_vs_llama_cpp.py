@@ -369,9 +369,9 @@ def main() -> None:
                     r = run_ref(args, bindir, model, prompt, sch, pl, side, alg, smp)
                 r["rep"] = rep
                 runs.append(r)
+                save(args, model, runs, schedules)  # after every run: a killed run keeps what it had
                 log(f"rep {rep} {sch:8s} {alg:14s} {smp:10s} {r['side']:18s} {r['passes']:3d} passes  "
                     f"{r['step_ms']:7.1f} ms/step  (forward {r['forward_ms']:.1f}, host {r['host_ms']:.1f})")
-        save(args, model, runs, schedules)  # after every repetition: a killed run keeps what it had
     print(table(summarize(runs, schedules)))
 
 
