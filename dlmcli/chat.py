@@ -20,16 +20,16 @@ PROMPT = ">>> "
 CONTINUATION = "... "
 HELP = """\
 Commands:
-  /help              this list
-  /exit              leave (also /quit, or Ctrl-D)
-  /clear             forget the conversation (the system prompt stays)
-  /system [TEXT]     set the system prompt; without TEXT, remove it
-  /set KEY VALUE     change a setting; VALUE 'default' gives back the model's (/show lists them)
-  /show              the settings, the system prompt and how much of the context is used
-  /save FILE         write the conversation as JSON messages
-  /load FILE         read one back (a JSON list of {"role", "content"} messages)
-Enter sends; Alt-Enter (or Esc then Enter), or a backslash at the end of a line, starts a new line.
-Ctrl-C stops an answer that is being denoised; the conversation stays as it was."""
+  /help            this list
+  /exit            leave (also /quit, or Ctrl-D)
+  /clear           forget the conversation (the system prompt stays)
+  /system [TEXT]   set the system prompt; without TEXT, remove it
+  /set KEY VALUE   change a setting (VALUE 'default': the model's own)
+  /show            the settings and how much of the context is used
+  /save FILE       write the conversation as JSON messages
+  /load FILE       read one back (a JSON list of role/content messages)
+Enter sends. Alt-Enter, Esc Enter or a trailing backslash: a new line.
+Ctrl-C stops the answer being denoised; the conversation is kept."""
 
 # /set keys: GenerationParams fields and their value types, then the view's own settings.
 INT, FLOAT, TEXT, BOOL = "a whole number", "a number", "a word", "on or off"
@@ -187,8 +187,9 @@ class ChatSession:
         n = len(self.conv.history)
         used = len(self.model.chat_tokens(self.conv.messages)) if self.conv.messages else 0
         limit = self.model.context_length
-        lines.append(f"conversation {n} message{'s' if n != 1 else ''}, {used} prompt tokens"
-                     + (f" of a {limit}-token context (the answer takes {params['gen_length']})" if limit else ""))
+        lines.append(f"conversation {n} message{'s' if n != 1 else ''}, {used}"
+                     + (f" of {limit} context tokens (+{params['gen_length']} for the answer)" if limit
+                        else " prompt tokens"))
         note("\n".join(lines))
 
     def save(self, arg: str) -> None:
@@ -255,7 +256,7 @@ class ChatSession:
         session = _prompt_session()
         limit = self.model.context_length
         note(f"Chatting with {self.model.name}" + (f" ({limit}-token context)" if limit else "")
-             + ". /help for commands, Ctrl-D to leave.")
+             + ". /help: commands; Ctrl-D: leave.")
         while True:
             try:
                 text = session.prompt(PROMPT)
