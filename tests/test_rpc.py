@@ -17,7 +17,11 @@ import pytest
 from dlmcli.errors import UsageError
 from dlmcli.runtime import rpc
 
-from .conftest import ROOT, run_dlm
+from .conftest import ROOT, run_dlm, sigint_default
+
+
+def sigint_default_handled() -> None:
+    sigint_default()  # the child takes Ctrl-C as a terminal user's process does
 
 HAVE_RPC = rpc.supported()
 needs_rpc = pytest.mark.skipif(not HAVE_RPC, reason="llama-cpp-python built without -DGGML_RPC=on")
@@ -107,8 +111,6 @@ def test_rpc_gives_the_local_tokens(servers, deep_model, model, prompt, extra):
     # DLM_RPC works like --rpc; -v says where llama.cpp put the layers
     two, err = _tokens("-m", m, "-v", *extra, prompt, env={"DLM_RPC": f"{servers[0].endpoint},{servers[1].endpoint}"})
     assert one == local and two == local
-    if model == "tiny-llada":
-        assert run_dlm("generate", "-m", m, "--rpc", servers[1].endpoint, prompt).stdout == b"olleh\n"
     placed = [line for line in err.splitlines() if line.startswith("placement: ")]
     assert any(f"RPC0 ({servers[0].endpoint})" in line for line in placed), err
     assert any(f"RPC1 ({servers[1].endpoint})" in line for line in placed), err
@@ -340,3 +342,40 @@ def test_two_models_in_one_process_share_a_host(servers):
     lines = r.stdout.decode().splitlines()
     assert lines[0] == "olleh 42 olleh"
     assert lines[1] == f"layers 0-5: RPC0 ({servers[0].endpoint})" and lines[2].startswith("layers 0-5: CPU")
+
+
+@needs_rpc
+def test_ctrl_c_ends_a_pass_stuck_on_a_frozen_host(tmp_path):
+    """A host that keeps its connection but stops answering (here SIGSTOP): llama.cpp waits forever and
+    never calls back into Python; Ctrl-C or SIGTERM still ends dlm, with its usual line and status."""
+    from dlmcli.ggufgen import write_random_gguf
+
+    model = write_random_gguf(tmp_path / "m.gguf", "llada", seed=3, n_layer=2, std=0.5, context_length=256)
+    server = Server()
+    trace = tmp_path / "t.jsonl"
+    proc = None
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dlmcli", "generate", "-m", model, "--rpc", server.endpoint, "--raw",
+             "-n", "64", "-s", "64", "--no-early-stop", "--no-visual", "--delay", "0.05", "--trace", trace, "hi"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+            preexec_fn=sigint_default_handled)
+        deadline = time.monotonic() + 60
+        while not (trace.exists() and trace.read_text().count("\n") >= 3):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.02)
+        server.proc.send_signal(signal.SIGSTOP)
+        size = -1
+        while size != trace.stat().st_size:  # the run is now waiting on the frozen host
+            size = trace.stat().st_size
+            time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        server.proc.send_signal(signal.SIGKILL)
+        server.stop()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, out, err) == (130, b"", b"Interrupted.\n")

@@ -399,12 +399,14 @@ class Runtime:
         self.ctx.abort_flag.value = self._abort
         with native.interruptible():
             rc = lib.llama_decode(self.ctx.ptr, self.batch.batch)
+            # llama_decode may return before the backends finish (RPC hosts do): reading the logits
+            # waits for them, so that wait is part of the interruptible call too.
+            ptr = lib.llama_get_logits(self.ctx.ptr) if rc == 0 else None
         if self.ctx.abort_flag.value:
             self.ctx.abort_flag.value = self._abort = 0
             raise Aborted("the forward pass was aborted")
         if rc != 0:
             raise GenerationError(f"llama.cpp forward pass failed (llama_decode returned {rc})")
-        ptr = lib.llama_get_logits(self.ctx.ptr)
         flat = np.ctypeslib.as_array(ptr, shape=(n, self.model.n_vocab))
         out, off = [], 0
         for c in canvases:

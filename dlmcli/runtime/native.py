@@ -143,13 +143,18 @@ class interruptible:
 
     def __enter__(self):
         self._old = {}  # the flag is not cleared: a signal caught by a callback earlier still counts
-        if threading.current_thread() is threading.main_thread():
+        self._main = threading.current_thread() is threading.main_thread()
+        if self._main:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 if callable(signal.getsignal(sig)):  # only where Python handles it (not ignored, not default)
                     self._old[sig] = signal.signal(sig, _set_flag)
+            _main_call["serial"] += 1
+            _main_call["inside"] = True
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self._main:
+            _main_call["inside"] = False
         for sig, old in self._old.items():
             signal.signal(sig, old)
         got = _interrupted["flag"]
@@ -172,3 +177,66 @@ def call_interruptibly(fn, *args, free):
             free(ptr)
         raise
     return ptr
+
+
+# --- a native call that never looks at the flag --------------------------------------------------
+# A forward pass waiting on an RPC host that stopped answering calls back into Python never, so the
+# flag is never read and Ctrl-C would do nothing. Once escape_stuck_calls() is on, a thread watches
+# the signals (through Python's wakeup fd): if the main thread is still in the same native call a
+# few seconds after a SIGINT or SIGTERM, the process ends with the usual line and status.
+_main_call = {"inside": False, "serial": 0}
+_escape = {"on": False}
+ESCAPE_GRACE_S = 3.0
+
+
+def escape_stuck_calls(grace: float = ESCAPE_GRACE_S) -> bool:
+    """Turn on the watch (main thread only, and only if nothing else uses the wakeup fd); True if on."""
+    import socket
+
+    if _escape["on"]:
+        return True
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    r, w = socket.socketpair()
+    w.setblocking(False)
+    try:
+        old = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+    except ValueError:
+        r.close()
+        w.close()
+        return False
+    if old != -1:  # an event loop owns it: leave it to them
+        signal.set_wakeup_fd(old)
+        r.close()
+        w.close()
+        return False
+    _escape.update(on=True, sockets=(r, w))
+    threading.Thread(target=_watch, args=(r, grace), name="dlm-signal-watch", daemon=True).start()
+    return True
+
+
+def _watch(r, grace: float) -> None:
+    import os
+    import time
+
+    while True:
+        try:
+            data = r.recv(64)
+        except OSError:
+            return
+        if not data:
+            return
+        for signum in data:
+            if signum not in (signal.SIGINT, signal.SIGTERM) or not _main_call["inside"]:
+                continue
+            serial = _main_call["serial"]
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not _main_call["inside"] or _main_call["serial"] != serial:
+                    break
+                time.sleep(0.05)
+            else:
+                term = signum == signal.SIGTERM
+                prefix = "\n\x1b[?25h" if os.isatty(2) else ""  # below a live view, cursor shown again
+                os.write(2, f"{prefix}{'Terminated.' if term else 'Interrupted.'}\n".encode())
+                os._exit(143 if term else 130)

@@ -268,6 +268,7 @@ def add_servers(endpoints: list[Endpoint], timeout: float | None = None) -> list
         if str(ep) not in _state["registered"]:  # a registered one is busy serving this very process
             _check_version(ep, probe(ep, timeout))
     install_abort_handler()
+    native.escape_stuck_calls()  # Ctrl-C still ends a pass that waits on a host that froze
     add = _proc(g, "ggml_backend_rpc_add_server", _ADD_SERVER)
     out: list[Device] = []
     with _lock:
