@@ -379,3 +379,20 @@ def test_ctrl_c_ends_a_pass_stuck_on_a_frozen_host(tmp_path):
             proc.kill()
             proc.wait()
     assert (proc.returncode, out, err) == (130, b"", b"Interrupted.\n")
+
+
+@needs_rpc
+def test_serve_over_two_hosts(servers):
+    """dlm serve takes --rpc too: two models over the same two hosts, answered through the openai client."""
+    pytest.importorskip("openai")
+    from .test_serve import Server as HttpServer
+
+    both = f"{servers[0].endpoint},{servers[1].endpoint}"
+    http = HttpServer("-m", "tiny-llada", "-m", "tiny-dream", "--rpc", both)
+    try:
+        c = http.client()
+        for model, prompt, answer in (("tiny-llada", "reverse hello", "olleh"), ("tiny-dream", "add 12 30", "42")):
+            r = c.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], temperature=0)
+            assert r.choices[0].message.content == answer
+    finally:
+        assert http.stop() == 0, http.stderr()

@@ -35,10 +35,10 @@ def _model_id(name: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import borrow_options, generate
+    from ..cli import DEVICE_OPTIONS, borrow_options, generate
 
     @app.command()
-    @borrow_options(generate, ("ngl", "threads", "verbose", "pull") + GENERATION_FLAGS)
+    @borrow_options(generate, ("ngl", "threads") + DEVICE_OPTIONS + ("verbose", "pull") + GENERATION_FLAGS)
     def serve(
         model: Annotated[Optional[list[str]], typer.Option("-m", "--model", help="A .gguf path or a model name; repeat to serve several (default: DLM_MODEL or the bundled model).")] = None,
         host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         **opts,
     ):
         """Serve models over HTTP: OpenAI's chat/completions API, streaming the denoising; a playground at /."""
-        from ..cli import check_utf8, err, open_model
+        from ..cli import DEVICE_OPTIONS, check_utf8, err, open_model
 
         if api_key is not None:
             check_utf8(api_key, "--api-key")
@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
         with contextlib.ExitStack() as stack:
             loaded = []
             for name in names:
-                m = stack.enter_context(open_model(name, opts["ngl"], opts["threads"], opts["verbose"], opts["pull"]))
+                m = stack.enter_context(open_model(name, opts["ngl"], opts["threads"], opts["verbose"], opts["pull"],
+                                                   **{k: opts[k] for k in DEVICE_OPTIONS}))
                 m.params(**defaults)  # a bad server-wide default fails now, not on each request
                 loaded.append(m)
             code = run_server(loaded, host=host, port=port, max_batch=max_batch, max_queue=max_queue,
