@@ -124,6 +124,7 @@ class Generation:
         self._passes = 0
         self._t0 = None
         self._t_end = None
+        model.check_cache(params)
         self._it = denoise_batch([canvas], [gen_start], params, model.runtime.forward, model.vocab_info,
                                  trim_at_eog=trim)
 
@@ -176,6 +177,8 @@ class BatchGeneration:
         self.last: list[Step | None] = [None] * len(prompt_tokens)
         self._stats = [[0, 0.0, 0.0] for _ in prompt_tokens]  # passes, forward_s, sampling_s
         self._t0 = self._t_end = None
+        for p in plist:
+            model.check_cache(p)
         self._it = denoise_batch(self.canvases, [len(t) for t in prompt_tokens], plist,
                                  model.runtime.forward, model.vocab_info, first_index=first_index)
 
@@ -256,7 +259,8 @@ class Model:
     def __init__(self, path: Path, *, name: str | None = None, n_gpu_layers: int = ALL_LAYERS,
                  n_threads: int | None = None, verbose: bool = False, catalog_defaults: dict | None = None,
                  rpc: str | Sequence[str] | None = None, split_mode: str | None = None,
-                 tensor_split: str | Sequence[float] | None = None, main_gpu: int | None = None):
+                 tensor_split: str | Sequence[float] | None = None, main_gpu: int | None = None,
+                 cache: str = "off"):
         self.path = Path(path)
         self.name = name or str(path)
         catalog_defaults = dict(catalog_defaults or {})
@@ -264,8 +268,11 @@ class Model:
         self.prompt_format = catalog_defaults.pop("prompt_format", None)
         self.catalog_defaults = {k: v for k, v in catalog_defaults.items() if k in defaults.FIELDS}
         devices = Devices(rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
+        # cache="prefix": Fast-dLLM's approximate prefix cache (docs/kv-cache.md); the model is then
+        # loaded under its autoregressive twin arch, which has KV memory.
+        self.cache = cache
         self.runtime = Runtime(self.path, n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose,
-                               devices=devices)
+                               devices=devices, cache=cache)
         try:
             self._read_metadata()
         except BaseException:
@@ -324,6 +331,12 @@ class Model:
         block = self.model_defaults.get("block_length")
         if block and length % block:
             del self.model_defaults["block_length"]
+
+    def check_cache(self, params: GenerationParams) -> None:
+        """The prefix cache refreshes at block starts: the timestep schedule has none."""
+        if self.cache != "off" and params.schedule != "block":
+            raise UsageError(f"--cache {self.cache} caches the prefix of the current block, and the "
+                             f"{params.schedule} schedule has no blocks; add --schedule block")
 
     # --- text <-> tokens --------------------------------------------------------------------
     def detokenize(self, tokens: Sequence[int]) -> str:
@@ -568,13 +581,15 @@ class Model:
 def load(model: str | Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,
          verbose: bool = False, allow_pull: bool = False, rpc: str | Sequence[str] | None = None,
          split_mode: str | None = None, tensor_split: str | Sequence[float] | None = None,
-         main_gpu: int | None = None) -> Model:
+         main_gpu: int | None = None, cache: str = "off") -> Model:
     """Load MODEL: a .gguf path or a model name (bundled, catalog, owner/repo[:QUANT]).
 
     ``rpc``: llama.cpp rpc-server hosts ("HOST:PORT,..." or a list) whose devices take layers;
     ``split_mode`` (none, layer, row), ``tensor_split`` and ``main_gpu``: llama.cpp's multi-device
     split (docs/distributed.md). A host lost in the middle of a run ends the process with one
     ``Error:`` line and exit status 1 (ggml-rpc cannot recover from it).
+    ``cache="prefix"``: reuse the prompt's and earlier blocks' K/V within a block (Fast-dLLM's
+    prefix cache; approximate, block schedule only; docs/kv-cache.md).
     """
     from .hub import catalog_entry_for, resolve_model
 
@@ -583,10 +598,10 @@ def load(model: str | Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | 
     entry = catalog_entry_for(str(model))
     return Model(path, name=str(model), n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose,
                  catalog_defaults=entry.defaults if entry else None, rpc=rpc, split_mode=split_mode,
-                 tensor_split=tensor_split, main_gpu=main_gpu)
+                 tensor_split=tensor_split, main_gpu=main_gpu, cache=cache)
 
 
-_LOAD_KW = ("n_gpu_layers", "n_threads", "verbose", "rpc", "split_mode", "tensor_split", "main_gpu")
+_LOAD_KW = ("n_gpu_layers", "n_threads", "verbose", "rpc", "split_mode", "tensor_split", "main_gpu", "cache")
 
 
 def generate(prompt: str, *, model: str | Path = "tiny-llada", **kwargs) -> Result:

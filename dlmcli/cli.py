@@ -161,18 +161,20 @@ SplitModeOpt = Annotated[Optional[str], typer.Option("--split-mode", help="Sprea
 TensorSplitOpt = Annotated[Optional[str], typer.Option("--tensor-split", help="Share of the model per device, e.g. 3,1 (RPC hosts first, then local GPUs).")]
 MainGpuOpt = Annotated[Optional[int], typer.Option("--main-gpu", help="Device index used with --split-mode none.")]
 DEVICE_OPTIONS = ("rpc", "split_mode", "tensor_split", "main_gpu")
+CacheOpt = Annotated[str, typer.Option("--cache", help="off, or prefix: reuse the K/V before the current block within a block (faster, approximate; block schedule; see docs/kv-cache.md).")]
 
 
 def open_model(model: Optional[str], ngl: int, threads: Optional[int], verbose: bool, pull: bool = False, *,
                rpc: Optional[str] = None, split_mode: Optional[str] = None, tensor_split: Optional[str] = None,
-               main_gpu: Optional[int] = None):
+               main_gpu: Optional[int] = None, cache: str = "off"):
     from . import api
     from .hub.config import default_model_with_source
 
     if rpc is None:  # every command that loads a model honours DLM_RPC, with or without an --rpc option
         rpc = os.environ.get("DLM_RPC") or None
     load = functools.partial(api.load, n_gpu_layers=ngl, n_threads=threads, verbose=verbose, allow_pull=pull,
-                             rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
+                             rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu,
+                             cache=cache)
     if model is not None:
         m = load(model)
     else:
@@ -233,6 +235,7 @@ def generate(
     split_mode: SplitModeOpt = None,
     tensor_split: TensorSplitOpt = None,
     main_gpu: MainGpuOpt = None,
+    cache: CacheOpt = "off",
     verbose: VerboseOpt = False,
 ):
     """Generate an answer by denoising a canvas of masks."""
@@ -246,7 +249,7 @@ def generate(
             raise UsageError("--batch answers the file's prompts only: it takes no PROMPT, --visual, --trace, "
                              "--delay, --force or --stdin (they follow one generation)")
         prompts = read_batch(batch)
-        with open_model(model, ngl, threads, verbose, pull, **devices) as m:
+        with open_model(model, ngl, threads, verbose, pull, **devices, cache=cache) as m:
             failed = _run_batch(m, prompts, batch_size, m.params(**overrides), system, raw, json_out, verbose)
         if failed:
             raise typer.Exit(1)
@@ -255,7 +258,7 @@ def generate(
     forced = [parse_force(check_utf8(f, "--force")) for f in force or ()]
     writer = _trace_writer(trace)  # a bad --trace path fails here, before the model loads
     try:
-        with open_model(model, ngl, threads, verbose, pull, **devices) as m:
+        with open_model(model, ngl, threads, verbose, pull, **devices, cache=cache) as m:
             params = m.params(**overrides)
             gen = m.denoise(text, system=system, raw=raw, params=params, force=forced)
             result = _drive(gen, _sinks(m, gen, text, visual, delay=delay, trace=writer, fixed=gen.fixed))
@@ -311,7 +314,7 @@ def borrow_options(source, names: tuple[str, ...]):
 _SAMPLING = ("steps", "block_length", "schedule", "algorithm", "alg_temp", "temperature", "top_k", "top_p",
              "cfg", "eps", "threshold", "factor", "seed")
 _INFILL_SHARED = ("model",) + _SAMPLING + ("system", "stdin_too", "json_out", "visual", "delay", "trace", "pull",
-                                           "ngl", "threads") + DEVICE_OPTIONS + ("verbose",)
+                                           "ngl", "threads") + DEVICE_OPTIONS + ("cache", "verbose")
 
 
 @app.command()
@@ -332,7 +335,7 @@ def infill(
     writer = _trace_writer(o["trace"])
     try:
         with open_model(o["model"], o["ngl"], o["threads"], o["verbose"], o["pull"],
-                        **{k: o[k] for k in DEVICE_OPTIONS}) as m:
+                        **{k: o[k] for k in DEVICE_OPTIONS}, cache=o["cache"]) as m:
             gen = m.infill(template, chat=chat, user=user, system=o["system"], **{k: o[k] for k in _SAMPLING})
             sinks = _sinks(m, gen, template, o["visual"], delay=o["delay"], trace=writer, fixed=gen.fixed)
             result = _drive(gen, sinks)

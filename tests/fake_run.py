@@ -50,13 +50,13 @@ def fake_run(gen_length: int = 32, steps: int = 16, block_length: int = 8, algor
     want = np.array(wanted(gen_length, hostile))
     rng = np.random.default_rng(seed)
 
-    def forward(canvases):
+    def forward(canvases, windows):
         out = []
-        for c in canvases:
+        for c, (w0, w1) in zip(canvases, windows):
             z = rng.normal(0.0, 1.0, (len(c), V)).astype(np.float32)
             z[gen_start + np.arange(gen_length), want] += 4.0
             z[:, MASK] = -1e9
-            out.append(z)
+            out.append(z[w0:w1])
         return out
 
     vocab = VocabInfo(mask_id=MASK, shift=False, eog_ids=frozenset({EOS}), fill_id=EOS)

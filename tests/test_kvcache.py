@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 from dlmcli.ggufgen import CharVocab, write_random_gguf
+from dlmcli.hub import BUNDLED_DIR
+
+from .conftest import run_dlm
 
 TIGHT = dict(rtol=1e-6, atol=1e-6)
 TILE_Q = 64  # GGML_FA_TILE_Q: from this many query rows the CPU runs the tiled flash-attention kernel
@@ -164,3 +167,51 @@ def test_twin_header_refuses_what_the_diffusion_graph_ignores(tmp_path):
     write_gguf(tmp_path / "bias.gguf", arch="llada", tensors=t, n_head=2, context_length=64)
     with pytest.raises(ModelError, match="attn_output.bias"):
         TwinHeader(tmp_path / "bias.gguf")
+
+
+# --- the prefix cache through the API and the CLI --------------------------------------------------
+
+def test_one_step_per_block_makes_the_cache_exact(gguf_dir):
+    """Every step is a block start, so every pass is a full one: the same answer as without."""
+    from dlmcli.api import Model
+
+    with Model(gguf_dir / "llada.gguf") as off, Model(gguf_dir / "llada.gguf", cache="prefix") as on:
+        kw = dict(gen_length=24, steps=3, block_length=8, seed=3, early_stop=False)
+        a, b = off.generate("abc", **kw), on.generate("abc", **kw)
+        assert a.tokens == b.tokens and b.steps == 3
+        assert on.runtime.prefix.full_passes == 3 and on.runtime.prefix.partial_passes == 0
+
+
+def test_batches_and_cfg_run_with_the_cache(gguf_dir):
+    from dlmcli.api import Model
+
+    with Model(gguf_dir / "llada.gguf", cache="prefix") as m:
+        results = m.generate_batch(["ab", "a longer prompt"], gen_length=16, steps=8, block_length=8, cfg=1.0,
+                                   seed=1, early_stop=False)
+        pre = m.runtime.prefix
+        # 2 blocks x (1 full + 3 partial) passes, each over 2 prompts x (cond, uncond) canvases.
+        assert (pre.full_passes, pre.partial_passes) == (2 * 4, 6 * 4)
+        for r in results:
+            assert len(r.canvas) == len(r.prompt_tokens) + 16 and 3 not in r.canvas  # no mask left
+
+
+@pytest.mark.skipif(not (BUNDLED_DIR / "tiny-llada.gguf").is_file(), reason="bundled tiny models missing")
+def test_tiny_models_still_answer_with_the_cache():
+    from dlmcli.api import load
+
+    with load("tiny-llada", cache="prefix") as m:
+        assert m.generate("reverse hello", seed=0).text == "olleh"
+        assert m.runtime.prefix.partial_passes > 0
+    with load("tiny-dream", cache="prefix") as m:
+        assert m.generate("reverse hello", seed=0, schedule="block").text == "olleh"
+
+
+def test_cli_cache_flag(gguf_dir):
+    r = run_dlm("generate", "reverse hello", "-m", "tiny-llada", "--cache", "prefix", "--no-visual")
+    assert r.returncode == 0 and r.stdout.decode().strip() == "olleh"
+    for args, want in ((["--cache", "dual"], "not possible over llama.cpp"),
+                       (["--cache", "prefix", "--schedule", "timestep"], "add --schedule block"),
+                       (["-m", str(gguf_dir / "autoregressive.gguf"), "--cache", "prefix"], "no KV-cache twin")):
+        r = run_dlm("generate", "hi", "-m", "tiny-llada", *args)
+        err = r.stderr.decode()
+        assert r.returncode != 0 and err.startswith("Error: ") and want in err and err.count("\n") == 1, err

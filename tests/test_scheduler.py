@@ -103,9 +103,9 @@ def test_a_failing_sequence_leaves_alone():
         def __init__(self, bad_len):
             self.inner, self.bad_len = ScriptedModel(), bad_len
 
-        def __call__(self, canvases):
-            out = self.inner(canvases)
-            return [np.full_like(x, np.nan) if len(x) == self.bad_len else x for x in out]
+        def __call__(self, canvases, windows):
+            out = self.inner(canvases, windows)
+            return [np.full_like(x, np.nan) if len(c) == self.bad_len else x for c, x in zip(canvases, out)]
 
     p = GenerationParams(gen_length=8, steps=8, block_length=8, seed=1).validate()
     sched = Scheduler(NanFor(13), VOCAB)

@@ -21,9 +21,11 @@ from .params import GenerationParams
 from .schedule import block_transfer_counts, threshold_count, timestep_transfer_count, timesteps
 from .scoring import Rows, sample
 
-# forward(canvases) -> logits per canvas, each float32 [len(canvas), vocab]; may be views that
-# the next call overwrites.
-Forward = Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
+# forward(canvases, windows) -> logits per canvas for the rows [start, stop) its window names, each
+# float32 [stop - start, vocab]; may be views that the next call overwrites. The window is the rows
+# the engine reads this step (the current block's, shifted for Dream); a runtime may use it to
+# compute no other rows (the prefix cache, runtime/kvcache.py).
+Forward = Callable[[Sequence[np.ndarray], Sequence[tuple[int, int]]], Sequence[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -153,19 +155,23 @@ class Scheduler:
             return []
         mask_id = self.vocab.mask_id
         batch = [s.canvas for s in active]
+        plan = [_rows_to_read(s, self.vocab) for s in active]
+        windows = [w for *_, w in plan]
         uncond_at = {}
-        for s in active:
+        for i, s in enumerate(active):
             if s.params.cfg > 0:
                 uncond_at[s.id] = len(batch)
                 batch.append(np.where(s.uncond_mask, mask_id, s.canvas).astype(np.int32))
+                windows.append(windows[i])
         t0 = time.perf_counter()
-        logits = self.forward(batch)
+        logits = self.forward(batch, windows)
         forward_s = time.perf_counter() - t0
 
         out = []
         for i, s in enumerate(active):
             try:
-                out.append(self._advance_one(s, logits[i], logits[uncond_at[s.id]] if s.id in uncond_at else None,
+                out.append(self._advance_one(s, plan[i], logits[i],
+                                             logits[uncond_at[s.id]] if s.id in uncond_at else None,
                                              forward_s, len(active)))
             except DlmError as e:
                 self.failures.append((s.id, e))
@@ -174,16 +180,13 @@ class Scheduler:
                 del self._seqs[s.id]
         return out
 
-    def _advance_one(self, s: _Seq, logits: np.ndarray, uncond: np.ndarray | None, forward_s: float,
+    def _advance_one(self, s: _Seq, plan, logits: np.ndarray, uncond: np.ndarray | None, forward_s: float,
                      n_active: int) -> Step:
         p, vocab = s.params, self.vocab
         t1 = time.perf_counter()
-        b_start = s.gen_start + s.block * s.block_length
-        b_end = min(b_start + s.block_length, len(s.canvas))
-        masked = np.flatnonzero(s.canvas[:b_end] == vocab.mask_id)
-        rows_idx = np.maximum(masked - 1, 0) if vocab.shift else masked
+        b_start, b_end, masked, rows_idx, (w0, _) = plan
         # Only the competing rows are read, in place: no copy of the logits.
-        rows = Rows(logits, rows_idx, uncond, p.cfg + 1.0)
+        rows = Rows(logits, rows_idx - w0, uncond, p.cfg + 1.0)
 
         if p.schedule == "block":
             k = s.counts[s.step_in_block] if s.step_in_block < len(s.counts) else 0
@@ -244,6 +247,21 @@ def denoise_batch(canvases: Sequence[np.ndarray], gen_starts: Sequence[int],
         if sched.failures:
             raise sched.failures[0][1]
         yield steps
+
+
+def _rows_to_read(s: _Seq, vocab: VocabInfo):
+    """The current block, its masked positions, the logits rows that predict them, and the window of
+    rows to ask the forward pass for: the block's rows (stable through the block, so a runtime can
+    tell a block start), widened to any masked row outside it."""
+    b_start = s.gen_start + s.block * s.block_length
+    b_end = min(b_start + s.block_length, len(s.canvas))
+    masked = np.flatnonzero(s.canvas[:b_end] == vocab.mask_id)
+    shift = 1 if vocab.shift else 0
+    rows_idx = np.maximum(masked - shift, 0)
+    w0, w1 = max(b_start - shift, 0), max(b_end - shift, 1)
+    if rows_idx.size:
+        w0, w1 = min(w0, int(rows_idx[0])), max(w1, int(rows_idx[-1]) + 1)
+    return b_start, b_end, masked, rows_idx, (w0, w1)
 
 
 def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic, rng, mask_id, threads=1):

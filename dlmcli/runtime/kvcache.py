@@ -30,7 +30,7 @@ from .native import lib
 
 import numpy as np  # noqa: E402  (after llama_cpp on purpose)
 
-from ..errors import GenerationError
+from ..errors import Aborted, GenerationError
 
 GGML_TYPE_F32 = 0
 FLASH_ATTN_AUTO, FLASH_ATTN_OFF = -1, 0  # enum llama_flash_attn_type
@@ -63,7 +63,8 @@ class KVContext:
         self.n_cells = n_cells
         self.n_seq = n_seq
         lib.llama_set_causal_attn(ptr, False)
-        lib.llama_set_abort_callback(ptr, native.abort_callback, None)
+        self.abort_flag = ctypes.c_int(0)  # this context's own (Runtime.abort)
+        lib.llama_set_abort_callback(ptr, native.abort_callback, ctypes.addressof(self.abort_flag))
         self.mem = lib.llama_get_memory(ptr)
         # The batch: numpy arrays owned here, pointed to by a llama_batch we never hand to
         # llama_batch_free (so filling it needs no per-token Python loop).
@@ -105,9 +106,16 @@ class PrefixCache:
         self.flash_attn = flash_attn  # llama.cpp's choice, as for the no-cache pass
         self.ctx: KVContext | None = None
         self._cached: list[np.ndarray | None] = []  # per slot: the canvas of its last full pass
+        self._abort = 0
         self.full_passes = 0  # canvases decoded in full
         self.partial_passes = 0  # canvases decoded from their window on
         self.tokens_decoded = 0
+
+    def abort(self) -> None:
+        """Stop the pass running now (or the next one) with ``Aborted``; safe from any thread."""
+        self._abort = 1
+        if self.ctx is not None:
+            self.ctx.abort_flag.value = 1
 
     def _reserve(self, n_cells: int, n_seq: int) -> None:
         if self.ctx and self.ctx.n_cells >= n_cells and self.ctx.n_seq >= n_seq:
@@ -154,8 +162,12 @@ class PrefixCache:
         ctx.batch.n_tokens = off
         self.tokens_decoded += off
         try:
+            ctx.abort_flag.value = self._abort
             with native.interruptible():
                 rc = lib.llama_decode(ctx.ptr, ctx.batch)
+            if ctx.abort_flag.value:
+                ctx.abort_flag.value = self._abort = 0
+                raise Aborted("the forward pass was aborted")
             if rc != 0:
                 raise GenerationError(f"llama.cpp forward pass failed (llama_decode returned {rc})")
         except BaseException:

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402  (after llama_cpp on purpose)
 import numpy.ctypeslib  # noqa: E402,F401  (loaded now, not lazily during the first pass: see engine/denoise.py)
 
 from ..errors import Aborted, GenerationError, ModelError, UsageError, param
+from .kvcache import PrefixCache
 from .twin import TWIN_ARCH, TwinFile, TwinHeader
 
 GGUF_MAGIC = b"GGUF"
@@ -303,18 +304,35 @@ class LlamaBatch:
             lib.llama_batch_free(self.batch)
 
 
+CACHES = ("off", "prefix", "dual")
+
+
+def check_cache(cache: str) -> None:
+    if cache not in CACHES:
+        raise UsageError(f"--cache must be one of {', '.join(CACHES)} (got {cache!r})")
+    if cache == "dual":
+        raise UsageError("--cache dual is not possible over llama.cpp: it accepts no batch that fills a gap "
+                         "before cached positions (docs/kv-cache.md); use --cache prefix")
+
+
 class Runtime:
     """A model plus whatever context and batch the current canvases need."""
 
     def __init__(self, path: Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,
-                 verbose: bool = False, devices: Devices | None = None):
+                 verbose: bool = False, devices: Devices | None = None, cache: str = "off"):
         if n_threads is not None and not 1 <= n_threads <= MAX_THREADS:
             raise UsageError(f"{param('threads')} must be between 1 and {MAX_THREADS} (got {n_threads})")
+        check_cache(cache)
         native.init(verbose)
         self.n_threads = n_threads
+        self.cache = cache
         self.ctx: LlamaContext | None = None
         self.batch: LlamaBatch | None = None
-        self.model = LlamaModel(path, n_gpu_layers, devices)
+        self.prefix: PrefixCache | None = None
+        # With a cache the model is loaded under its twin arch, which has KV memory (runtime/twin.py).
+        self.model = LlamaModel(path, n_gpu_layers, devices, twin=cache != "off")
+        if cache == "prefix":
+            self.prefix = PrefixCache(self.model, n_threads or default_threads(self.model))
         self._pieces: dict[int, bytes] = {}
         self._abort = 0
 
@@ -380,6 +398,8 @@ class Runtime:
         self._abort = 1
         if self.ctx is not None:
             self.ctx.abort_flag.value = 1
+        if self.prefix is not None:
+            self.prefix.abort()
 
     def reserve(self, n_tokens: int, n_seq: int) -> None:
         """Make sure one pass can hold n_tokens over n_seq sequences (grows, never shrinks)."""
@@ -391,8 +411,12 @@ class Runtime:
         self.ctx = LlamaContext(self.model, n_tokens, n_seq, self.n_threads)
         self.batch = LlamaBatch(n_tokens, n_seq)
 
-    def forward(self, canvases: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Logits for every position of every canvas: float32 views valid until the next call."""
+    def forward(self, canvases: Sequence[np.ndarray],
+                windows: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+        """Logits for the rows [start, stop) of each canvas's window (default: every row): float32
+        views valid until the next call. With the prefix cache, rows outside are not computed."""
+        if self.prefix is not None:
+            return self.prefix(canvases, windows)
         n = sum(len(c) for c in canvases)
         self.reserve(n, len(canvases))
         self.batch.fill(canvases)
@@ -409,8 +433,9 @@ class Runtime:
             raise GenerationError(f"llama.cpp forward pass failed (llama_decode returned {rc})")
         flat = np.ctypeslib.as_array(ptr, shape=(n, self.model.n_vocab))
         out, off = [], 0
-        for c in canvases:
-            out.append(flat[off:off + len(c)])
+        for i, c in enumerate(canvases):
+            w0, w1 = windows[i] if windows is not None else (0, len(c))
+            out.append(flat[off + w0:off + w1])
             off += len(c)
         return out
 
@@ -423,8 +448,10 @@ class Runtime:
             self.ctx = None
 
     def close(self) -> None:
-        """Free batch, then context, then model. Safe to call twice."""
+        """Free batch, then contexts, then model. Safe to call twice."""
         self._close_ctx()
+        if self.prefix is not None:
+            self.prefix.close()
         self.model.close()
 
     def __enter__(self) -> "Runtime":
