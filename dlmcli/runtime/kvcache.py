@@ -100,9 +100,9 @@ class KVContext:
 class PrefixCache:
     """``forward(canvases, windows)`` with a prefix cache per canvas slot (see the module doc)."""
 
-    def __init__(self, model, n_threads: int, flash_attn: int = FLASH_ATTN_AUTO):
+    def __init__(self, model, n_threads, flash_attn: int = FLASH_ATTN_AUTO):
         self.model = model
-        self.n_threads = n_threads
+        self.n_threads = n_threads  # an int, or a function of the tokens a pass holds
         self.flash_attn = flash_attn  # llama.cpp's choice, as for the no-cache pass
         self.ctx: KVContext | None = None
         self._cached: list[np.ndarray | None] = []  # per slot: the canvas of its last full pass
@@ -123,7 +123,8 @@ class PrefixCache:
         n_cells = max(n_cells, self.ctx.n_cells if self.ctx else 0)
         n_seq = max(n_seq, self.ctx.n_seq if self.ctx else 1)
         self.close()
-        self.ctx = KVContext(self.model, n_cells, n_seq, self.n_threads, self.flash_attn)
+        threads = self.n_threads(n_cells) if callable(self.n_threads) else self.n_threads
+        self.ctx = KVContext(self.model, n_cells, n_seq, threads, self.flash_attn)
         self._cached = [None] * n_seq
 
     def __call__(self, canvases: Sequence[np.ndarray], windows: Sequence[tuple[int, int]] | None = None
