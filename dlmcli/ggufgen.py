@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "BPEVocab",
     "CharVocab",
     "render_chat",
     "write_gguf",
@@ -148,6 +149,31 @@ class CharVocab:
 
 _CHAR_IDS = {c: len(SPECIAL_TOKENS) + i for i, c in enumerate(CHARACTERS)}
 
+
+@dataclass(frozen=True)
+class BPEVocab:
+    """A byte-level BPE vocabulary (GPT-2's scheme) as llama.cpp's ``gpt2`` tokenizer reads it.
+
+    ``tokens`` are in GPT-2's byte-to-character form, ``merges`` are "left right" pairs in rank order,
+    ``pre`` names llama.cpp's pre-tokenizer (``tokenizer.ggml.pre``; "gpt-2" is GPT-2's own regex).
+    The first ``n_special`` tokens are CONTROL tokens; they include BOS, EOS and the mask.
+    """
+
+    tokens: tuple[str, ...]
+    merges: tuple[str, ...]
+    pre: str
+    bos_id: int
+    eos_id: int
+    mask_id: int
+    n_special: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def token_types(self) -> tuple[int, ...]:
+        return (TOKEN_CONTROL,) * self.n_special + (TOKEN_NORMAL,) * (len(self.tokens) - self.n_special)
+
 # Per-arch facts llama.cpp needs: q/k/v biases (qwen2 family), rope type is implied by the arch.
 _ARCHS = {
     "llada": {"qkv_bias": False, "diffusion": True},
@@ -200,7 +226,7 @@ def write_gguf(
     n_head_kv: int | None = None,
     rms_eps: float = 1e-5,
     rope_theta: float = 10000.0,
-    vocab: CharVocab | None = None,
+    vocab: CharVocab | BPEVocab | None = None,
     mask_token: bool = True,
     shift_logits: bool | None = None,
     chat_template: str | None = None,
@@ -243,15 +269,24 @@ def write_gguf(
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32
                     if dtype == "f32" else gguf.LlamaFileType.GUESSED)
 
-    w.add_tokenizer_model("llama")
-    w.add_token_list(list(vocab.tokens))
-    w.add_token_scores([0.0] * n_vocab)
-    w.add_token_types(list(vocab.token_types))
-    w.add_add_space_prefix(False)
-    w.add_bos_token_id(vocab.bos_id)
-    w.add_eos_token_id(vocab.eos_id)
-    w.add_eot_token_id(vocab.end_id)
-    w.add_unk_token_id(vocab.unk_id)
+    if isinstance(vocab, BPEVocab):
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(vocab.pre)
+        w.add_token_list(list(vocab.tokens))
+        w.add_token_types(list(vocab.token_types))
+        w.add_token_merges(list(vocab.merges))
+        w.add_bos_token_id(vocab.bos_id)
+        w.add_eos_token_id(vocab.eos_id)
+    else:
+        w.add_tokenizer_model("llama")
+        w.add_token_list(list(vocab.tokens))
+        w.add_token_scores([0.0] * n_vocab)
+        w.add_token_types(list(vocab.token_types))
+        w.add_add_space_prefix(False)
+        w.add_bos_token_id(vocab.bos_id)
+        w.add_eos_token_id(vocab.eos_id)
+        w.add_eot_token_id(vocab.end_id)
+        w.add_unk_token_id(vocab.unk_id)
     w.add_add_bos_token(add_bos)
     w.add_add_eos_token(False)
     if mask_token:

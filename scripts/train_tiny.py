@@ -169,7 +169,8 @@ def make_batch(seed: int, size: int):
 # The model: exactly llama.cpp's llada / dream graph (RMSNorm, RoPE, bidirectional attention, SwiGLU).
 
 
-def build_model(cfg: ModelCfg):
+def build_model(cfg: ModelCfg, n_vocab: int = V, n_ctx: int = CTX):
+    """``n_vocab`` and ``n_ctx`` default to the two tiny models' (tiny-code has its own)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -221,12 +222,12 @@ def build_model(cfg: ModelCfg):
         def __init__(self):
             super().__init__()
             self.cfg = cfg
-            self.embed = nn.Embedding(V, cfg.n_embd)
+            self.embed = nn.Embedding(n_vocab, cfg.n_embd)
             self.blocks = nn.ModuleList(Block() for _ in range(cfg.n_layer))
             self.norm = RMSNorm(cfg.n_embd)
-            self.out = nn.Linear(cfg.n_embd, V, bias=False)
+            self.out = nn.Linear(cfg.n_embd, n_vocab, bias=False)
             inv = cfg.rope_theta ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-            ang = torch.arange(CTX, dtype=torch.float64)[:, None] * inv[None]
+            ang = torch.arange(n_ctx, dtype=torch.float64)[:, None] * inv[None]
             self.register_buffer("cos", ang.cos().float(), persistent=False)
             self.register_buffer("sin", ang.sin().float(), persistent=False)
             for name, p in self.named_parameters():
@@ -644,7 +645,8 @@ def cmd_export(args) -> None:
 class LlamaCppLogits:
     """All-position logits from llama.cpp for a batch of equal-length canvases, one sequence each."""
 
-    def __init__(self, path: str, n_seq: int = 32, n_threads: int = 2, flash_attn: bool | None = None):
+    def __init__(self, path: str, n_seq: int = 32, n_threads: int = 2, flash_attn: bool | None = None,
+                 n_ctx: int = CTX):
         import ctypes
 
         import llama_cpp as L
@@ -658,13 +660,13 @@ class LlamaCppLogits:
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
         self.n_seq = n_seq
         cp = L.llama_context_default_params()
-        cp.n_ctx = cp.n_batch = cp.n_ubatch = CTX * n_seq
+        cp.n_ctx = cp.n_batch = cp.n_ubatch = n_ctx * n_seq
         cp.n_seq_max = n_seq
         cp.n_threads = cp.n_threads_batch = n_threads
         if flash_attn is not None:  # default: llama.cpp decides (AUTO), as dlm leaves it
             cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self.ctx = L.llama_init_from_model(self.model, cp)
-        self.batch = L.llama_batch_init(CTX * n_seq, 0, 1)
+        self.batch = L.llama_batch_init(n_ctx * n_seq, 0, 1)
 
     def __call__(self, canvas: np.ndarray) -> np.ndarray:
         outs = []
