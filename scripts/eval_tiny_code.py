@@ -62,35 +62,35 @@ def line_settings(quick: bool = False):
     return out
 
 
-def func_settings(quick: bool = False):
+def func_settings(quick: bool = False, lengths=(48, 64, 96)):
     """(label, family, params) for the function-body task."""
     out = []
-    for G in (48, 64, 96):
-        for block in sorted({32, G} | ({16} if G == 64 else set())):
-            if block > G or G % block:
+    for G in lengths:
+        for block in (8, 16, 32, G):
+            if block > G or G % block or (block == G and G != 48 and block != 32 and G > 64):
                 continue
             for div in (1, 2, 4):
                 steps = G // div
                 if steps % (G // block):
                     continue
                 for es in (True, False):
-                    if not es and (div != 1 or block != 32 or G != 64):
-                        continue  # early stop off: one row per length is enough to show what it costs
+                    if not es and div != 1:
+                        continue  # early stop off: one row per block is enough to show what it costs
                     out.append((f"G={G} block={block} steps={steps} early_stop={'on' if es else 'off'}",
-                                f"block G={G} steps", dict(gen_length=G, block_length=block, steps=steps,
-                                                           schedule="block", early_stop=es)))
+                                f"block={block} steps" + ("" if es else ", early stop off"),
+                                dict(gen_length=G, block_length=block, steps=steps, schedule="block",
+                                     early_stop=es)))
         for th in (0.9, 0.7, 0.5):
-            out.append((f"G={G} block=32 threshold={th}", f"block G={G} threshold",
-                        dict(gen_length=G, block_length=min(32, G), steps=G, schedule="block", threshold=th,
+            out.append((f"G={G} block=8 threshold={th}", "block=8 threshold",
+                        dict(gen_length=G, block_length=8, steps=G, schedule="block", threshold=th,
                              early_stop=True)))
         for f in (1.0, 2.0):
-            out.append((f"G={G} block=32 factor={f}", f"block G={G} factor",
-                        dict(gen_length=G, block_length=min(32, G), steps=G, schedule="block", factor=f,
-                             early_stop=True)))
+            out.append((f"G={G} block=8 factor={f}", "block=8 factor",
+                        dict(gen_length=G, block_length=8, steps=G, schedule="block", factor=f, early_stop=True)))
         for div in (1, 2, 4):
-            out.append((f"G={G} timestep steps={G // div}", f"timestep G={G} steps",
+            out.append((f"G={G} timestep steps={G // div}", "timestep steps",
                         dict(gen_length=G, steps=G // div, schedule="timestep", early_stop=True)))
-        out.append((f"G={G} timestep threshold=0.7", f"timestep G={G} threshold",
+        out.append((f"G={G} timestep threshold=0.7", "timestep threshold",
                     dict(gen_length=G, steps=G, schedule="timestep", threshold=0.7, early_stop=True)))
     if quick:
         out = [o for o in out if "G=64" in o[0]][:3]

@@ -488,6 +488,32 @@ def parity(out: str, path: str, n: int = 16) -> dict:
     return res
 
 
+def cmd_reference(args) -> None:
+    """tests/data/tiny_code_reference.npz: PyTorch logits (the shipped GGUF's weights) for the parity test.
+
+    For 4 masked held-out canvases: the canvas ids and, at every masked position, the 16 largest
+    logits and their token ids; the test checks llama.cpp's logits there (torch is not a test need).
+    """
+    import torch
+
+    path = args.gguf or os.path.join(args.out, "tiny-code.gguf")
+    model = load_model(args.out)
+    load_gguf_weights(model, path)
+    canvases = parity_canvases(4, seed=77)[:3]  # lengths 32, 64, 128
+    arrays = {}
+    for i, c in enumerate(canvases):
+        with torch.no_grad():
+            lg = model(torch.from_numpy(c[None].astype(np.int64)))[0].numpy()
+        pos = np.flatnonzero(c == MASK)
+        top = np.argsort(-lg[pos], axis=-1)[:, :16]
+        arrays[f"canvas{i}"] = c
+        arrays[f"pos{i}"] = pos.astype(np.int32)
+        arrays[f"top_ids{i}"] = top.astype(np.int32)
+        arrays[f"top_logits{i}"] = np.take_along_axis(lg[pos], top, -1).astype(np.float32)
+    np.savez_compressed(args.ref, **arrays)
+    print(f"wrote {args.ref}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -514,8 +540,12 @@ def main(argv=None) -> None:
     from tiny_code_data import default_lib
 
     c.add_argument("--lib", default=default_lib())
+    r = sub.add_parser("reference", help="reference logits for tests/test_tiny_code.py (CPU, torch)")
+    r.add_argument("--out", default="out/tiny-code")
+    r.add_argument("--gguf", default=os.path.join(HERE, "..", "dlmcli", "models", "tiny-code.gguf"))
+    r.add_argument("--ref", default=os.path.join(HERE, "..", "tests", "data", "tiny_code_reference.npz"))
     args = ap.parse_args(argv)
-    {"train": cmd_train, "export": cmd_export, "check": cmd_check}[args.cmd](args)
+    {"train": cmd_train, "export": cmd_export, "check": cmd_check, "reference": cmd_reference}[args.cmd](args)
 
 
 if __name__ == "__main__":
