@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python scripts/bench_kv_cache.py accuracy --n 200 --json docs/bench/kv-cache-accuracy.json
     PYTHONPATH=. python scripts/bench_kv_cache.py speed --prompts 32 512 --json docs/bench/kv-cache-cpu.json
+    PYTHONPATH=. python scripts/bench_kv_cache.py passes --prompts 32 512 --threads 1 --reps 3 --json docs/bench/kv-cache-passes-cpu.json
 
 accuracy: the bundled tiny models on fresh random `reverse WORD` and `add A B` prompts (as
 scripts/eval_tiny_dlm.py), each prompt run with the cache off and on, with and without --threshold 0.9
@@ -14,6 +15,11 @@ speed: a random LLaDA of the CPU anchor's shape (4 layers, d 512, vocab 32,280: 
 docs/performance.md), prompts of the given lengths, --gen-length 256 --block-length 32, --steps 256
 (32 per block). Runs alternate off / prefix; per-step forward times come from the engine's Step
 events, split into full passes and partial (window + suffix) passes for the cache.
+
+passes: the same model and canvas shapes, forward passes alone (a whole generation of 256 steps
+takes minutes on a loaded 2-core machine): per prompt length, the no-cache pass, the cache's full
+pass and its partial pass at each of the 8 blocks, interleaved, medians over --reps. The per-step
+figure for the cache is then (full + (S-1) x partial) / S averaged over the blocks, S = steps per block.
 """
 
 from __future__ import annotations
@@ -119,9 +125,63 @@ def speed(args) -> dict:
             "threads": args.threads, "results": res}
 
 
+def passes(args) -> dict:
+    """Forward passes alone, interleaved: the no-cache pass, the cache's full pass (a block start)
+    and its partial pass at each block of the answer (window + suffix)."""
+    import numpy as np
+
+    from dlmcli.ggufgen import CharVocab
+    from dlmcli.runtime.llama import Runtime
+
+    tmp = Path(tempfile.mkdtemp(prefix="dlm-kvbench-"))
+    path = tmp / "bench-small.gguf"
+    from dlmcli.ggufgen import write_random_gguf
+
+    write_random_gguf(path, "llada", seed=0, n_layer=4, n_embd=512, n_head=8, n_ff=1536, n_vocab=32280,
+                      context_length=4096, chat_template=None)
+    res = {}
+    mask = CharVocab().mask_id
+    with Runtime(path, n_threads=args.threads) as off, Runtime(path, n_threads=args.threads, cache="prefix") as on:
+        print(f"model: {off.model.n_params / 1e6:.1f}M parameters, threads {args.threads or 'dlm default'}",
+              flush=True)
+        for plen in args.prompts:
+            rng = np.random.default_rng(plen)
+            canvas = np.concatenate([rng.integers(8, 100, plen), np.full(args.gen_length, mask)]).astype(np.int32)
+            n, bl = len(canvas), args.block_length
+            t = {"off": [], "full": [], "partial": {}}
+            for rep in range(args.reps):
+                t0 = time.perf_counter()
+                off.forward([canvas])
+                t["off"].append(time.perf_counter() - t0)
+                for k in range(args.gen_length // bl):
+                    w = (plen + k * bl, plen + (k + 1) * bl)
+                    on.prefix.clear()  # as at a block start: a full pass
+                    t0 = time.perf_counter()
+                    on.forward([canvas], [w])
+                    t["full"].append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    on.forward([canvas], [w])
+                    t["partial"].setdefault(k, []).append(time.perf_counter() - t0)
+            med = statistics.median
+            off_ms, full_ms = 1000 * med(t["off"]), 1000 * med(t["full"])
+            part_ms = [1000 * med(v) for _, v in sorted(t["partial"].items())]
+            per_block = args.steps // (args.gen_length // bl)
+            step_ms = statistics.mean((full_ms + (per_block - 1) * p) / per_block for p in part_ms)
+            res[str(plen)] = {"tokens": n, "off_ms": off_ms, "full_ms": full_ms, "partial_ms_by_block": part_ms,
+                              "steps_per_block": per_block, "cached_step_ms": step_ms,
+                              "speedup": off_ms / step_ms, "runs": t}
+            print(f"prompt {plen:5d} ({n} tokens): no cache {off_ms:.1f} ms/pass; cache: full {full_ms:.1f} ms, "
+                  f"partial {part_ms[0]:.1f} (block 0) .. {part_ms[-1]:.1f} (last block) ms; "
+                  f"{per_block} steps/block -> {step_ms:.1f} ms/step, {off_ms / step_ms:.2f}x", flush=True)
+    path.unlink()
+    tmp.rmdir()
+    return {"gen_length": args.gen_length, "block_length": args.block_length, "steps": args.steps,
+            "threads": args.threads, "reps": args.reps, "results": res}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["accuracy", "speed"])
+    ap.add_argument("what", choices=["accuracy", "speed", "passes"])
     ap.add_argument("--models", nargs="+", default=["tiny-llada", "tiny-dream"])
     ap.add_argument("--n", type=int, default=200, help="accuracy: prompts per task")
     ap.add_argument("--seed", type=int, default=7)
@@ -133,7 +193,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="default: dlm's (1 for models under 50M)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
-    out = accuracy(args) if args.what == "accuracy" else speed(args)
+    out = {"accuracy": accuracy, "speed": speed, "passes": passes}[args.what](args)
     out["command"] = " ".join(sys.argv)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")

@@ -111,6 +111,10 @@ class PrefixCache:
         self.partial_passes = 0  # canvases decoded from their window on
         self.tokens_decoded = 0
 
+    def clear(self) -> None:
+        """Forget what the cells hold: every canvas's next pass is a full one."""
+        self._cached = [None] * len(self._cached)
+
     def abort(self) -> None:
         """Stop the pass running now (or the next one) with ``Aborted``; safe from any thread."""
         self._abort = 1
