@@ -96,11 +96,12 @@ def refuse_ignored(params: GenerationParams, overrides: dict) -> GenerationParam
     """Refuse a setting the user made that the resolved schedule would silently ignore."""
     user = {k for k, v in overrides.items() if v is not None}
     if "block_length" in user and params.schedule != "block":
-        raise UsageError(f"--block-length applies to the block schedule, and this run uses --schedule "
-                         f"{params.schedule}; drop --block-length or add --schedule block")
+        raise UsageError(f"{param('block_length')} applies to the block schedule, and this run uses "
+                         f"{param('schedule')} {params.schedule}; drop {param('block_length')} or add "
+                         f"{param('schedule')} block")
     if "eps" in user and params.schedule != "timestep":
-        raise UsageError(f"--eps applies to the timestep schedule, and this run uses --schedule {params.schedule}; "
-                         f"drop --eps or add --schedule timestep")
+        raise UsageError(f"{param('eps')} applies to the timestep schedule, and this run uses {param('schedule')} "
+                         f"{params.schedule}; drop {param('eps')} or add {param('schedule')} timestep")
     return params
 
 
@@ -345,7 +346,8 @@ class Model:
     def prompt_tokens(self, prompt: str, *, system: str | None = None, raw: bool = False) -> list[int]:
         """Tokens fed to the model: the chat template applied (unless raw), BOS where the model wants it."""
         if raw and system is not None:
-            raise UsageError("--system goes into the chat template, which --raw skips; drop one of them")
+            raise UsageError(f"{param('system')} goes into the chat template, which {param('raw')} skips; "
+                             f"drop one of them")
         if raw or not self.chat_template:
             if not raw and self.prompt_format:
                 prompt = self.prompt_format.replace("{prompt}", prompt)
@@ -546,7 +548,7 @@ class Model:
         limit = self.n_ctx_train or 1 << 20  # checked before any list of that size is built
         if total > limit:
             longest = max(infill_text.spans(pieces), key=lambda sp: sp.length)
-            raise UsageError(f"the text and its spans need {total} positions but {self.name} has a context "
+            raise GenerationError(f"the text and its spans need {total} positions but {self.name} has a context "
                              f"of {limit}; shorten the spans (the longest is {longest.source} at character "
                              f"{longest.at})")
         mask = self.vocab_info.mask_id

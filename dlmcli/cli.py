@@ -21,7 +21,7 @@ app = typer.Typer(
     name="dlm",
     help="Run diffusion language models (LLaDA, Dream, RND1) from GGUF files and watch them denoise.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -33,8 +33,27 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTE
 _WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from . import __version__
+    from .runtime.native import build_info
+
+    info = build_info()
+    typer.echo(f"dlm {__version__}")
+    typer.echo(f"llama-cpp-python {info['llama_cpp_python']}")
+    typer.echo(f"llama.cpp (ggml {info['ggml_version']}, commit {info['ggml_commit']})")
+    typer.echo(f"backends: {', '.join(info['backends'])}")
+    typer.echo(f"devices: {', '.join(info['devices'])}")
+    raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the versions of dlm, llama-cpp-python and llama.cpp, and "
+                                               "its backends, then exit.")] = False,
+) -> None:
     """Run diffusion language models (LLaDA, Dream, RND1) from GGUF files and watch them denoise."""
 
 
@@ -151,15 +170,15 @@ def _read_stdin() -> str:
 
 
 # Shared options, defined once.
-ModelOpt = Annotated[Optional[str], typer.Option("-m", "--model", help="A .gguf path or a model name (see 'dlm models').")]
-NglOpt = Annotated[int, typer.Option("--ngl", help="Layers to offload to the GPU (-1: all).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for llama.cpp and scoring.")]
+ModelOpt = Annotated[Optional[str], typer.Option("-m", "--model", metavar="MODEL", help="A .gguf path or a model name (see 'dlm models').")]
+NglOpt = Annotated[int, typer.Option("--ngl", metavar="N", help="Layers to offload to the GPU (-1: all).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", metavar="N", min=1, max=512, help="CPU threads for llama.cpp and scoring.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show llama.cpp's log and run statistics.")]
 # Where the layers go (docs/distributed.md): llama.cpp's RPC hosts and multi-device split.
-RpcOpt = Annotated[Optional[str], typer.Option("--rpc", envvar="DLM_RPC", show_envvar=True, help="llama.cpp rpc-server hosts HOST:PORT[,HOST:PORT...] that take the model's layers (see 'dlm rpc-server').")]
-SplitModeOpt = Annotated[Optional[str], typer.Option("--split-mode", help="Spread the model over several devices: none, layer or row.")]
-TensorSplitOpt = Annotated[Optional[str], typer.Option("--tensor-split", help="Share of the model per device, e.g. 3,1 (RPC hosts first, then local GPUs).")]
-MainGpuOpt = Annotated[Optional[int], typer.Option("--main-gpu", help="Device index used with --split-mode none.")]
+RpcOpt = Annotated[Optional[str], typer.Option("--rpc", metavar="HOST:PORT,...", envvar="DLM_RPC", show_envvar=True, help="llama.cpp rpc-server hosts HOST:PORT[,HOST:PORT...] that take the model's layers (see 'dlm rpc-server').")]
+SplitModeOpt = Annotated[Optional[str], typer.Option("--split-mode", metavar="none|layer|row", help="Spread the model over several devices: none, layer or row.")]
+TensorSplitOpt = Annotated[Optional[str], typer.Option("--tensor-split", metavar="3,1,...", help="Share of the model per device, e.g. 3,1 (RPC hosts first, then local GPUs).")]
+MainGpuOpt = Annotated[Optional[int], typer.Option("--main-gpu", metavar="N", help="Device index used with --split-mode none.")]
 DEVICE_OPTIONS = ("rpc", "split_mode", "tensor_split", "main_gpu")
 CacheOpt = Annotated[str, typer.Option("--cache", help="off, or prefix: reuse the K/V before the current block within a block (faster, approximate; block schedule; see docs/kv-cache.md).")]
 
@@ -201,34 +220,35 @@ def open_model(model: Optional[str], ngl: int, threads: Optional[int], verbose: 
 @app.command()
 @boundary
 def generate(
-    prompt: Annotated[Optional[str], typer.Argument(help="The prompt; '-' or none: read it from stdin.", show_default=False)] = None,
+    prompt: Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="The prompt; '-' or none: read it from stdin.", show_default=False)] = None,
     model: ModelOpt = None,
-    gen_length: Annotated[Optional[int], typer.Option("-n", "--gen-length", help="Tokens to generate.")] = None,
-    steps: Annotated[Optional[int], typer.Option("-s", "--steps", help="Denoising steps (forward passes).")] = None,
-    block_length: Annotated[Optional[int], typer.Option("--block-length", help="Block size of the block schedule.")] = None,
-    schedule: Annotated[Optional[str], typer.Option("--schedule", help="block (LLaDA) or timestep (Dream).")] = None,
-    algorithm: Annotated[Optional[str], typer.Option("-a", "--algorithm", help="low-confidence, random, origin, margin or entropy.")] = None,
-    alg_temp: Annotated[Optional[float], typer.Option("--alg-temp", help="Sample positions from softmax(confidence/T).")] = None,
-    temperature: Annotated[Optional[float], typer.Option("-t", "--temperature", help="Token temperature (0: argmax).")] = None,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Keep the k most likely tokens (0: off).")] = None,
-    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus filter in (0, 1].")] = None,
-    cfg: Annotated[Optional[float], typer.Option("--cfg", help="Classifier-free guidance scale (0: off).")] = None,
-    eps: Annotated[Optional[float], typer.Option("--eps", help="Final noise level of the timestep schedule.")] = None,
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Also commit every position at least this confident (parallel decoding).")] = None,
-    factor: Annotated[Optional[float], typer.Option("--factor", help="Fast-dLLM factor rule for parallel decoding.")] = None,
+    gen_length: Annotated[Optional[int], typer.Option("-n", "--gen-length", metavar="N", help="Tokens to generate.")] = None,
+    steps: Annotated[Optional[int], typer.Option("-s", "--steps", metavar="N", help="Denoising steps (forward passes).")] = None,
+    block_length: Annotated[Optional[int], typer.Option("--block-length", metavar="N", help="Block size of the block schedule.")] = None,
+    schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="block|timestep", help="block (LLaDA) or timestep (Dream).")] = None,
+    algorithm: Annotated[Optional[str], typer.Option("-a", "--algorithm", metavar="ALGORITHM", help="low-confidence, random, origin, margin or entropy (the authors' names work too: low_confidence, maskgit_plus, topk_margin).")] = None,
+    alg_temp: Annotated[Optional[float], typer.Option("--alg-temp", metavar="T", help="Sample positions from softmax(confidence/T).")] = None,
+    temperature: Annotated[Optional[float], typer.Option("-t", "--temperature", metavar="T", help="Token temperature (0: argmax).")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", metavar="K", help="Keep the k most likely tokens (0: off).")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", metavar="P", help="Nucleus filter in (0, 1].")] = None,
+    cfg: Annotated[Optional[float], typer.Option("--cfg", metavar="SCALE", help="Classifier-free guidance scale (0: off).")] = None,
+    eps: Annotated[Optional[float], typer.Option("--eps", metavar="EPS", help="Final noise level of the timestep schedule.")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", metavar="P", help="Also commit every position at least this confident (parallel decoding).")] = None,
+    factor: Annotated[Optional[float], typer.Option("--factor", metavar="F", help="Fast-dLLM factor rule for parallel decoding.")] = None,
     early_stop: Annotated[Optional[bool], typer.Option("--early-stop/--no-early-stop", help="Stop once the answer has ended (never changes it).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible runs.")] = None,
-    system: Annotated[Optional[str], typer.Option("--system", help="System prompt for the chat template.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Seed for reproducible runs.")] = None,
+    system: Annotated[Optional[str], typer.Option("--system", metavar="TEXT", help="System prompt for the chat template.")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Skip the chat template: the prompt is the text.")] = False,
     stdin_too: Annotated[bool, typer.Option("--stdin", help="Also read stdin, and put it before PROMPT.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the answer.")] = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Print the run's statistics (steps, tokens, times) on stderr.")] = False,
     visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Live view of the denoising (default: when stderr is a terminal).")] = None,
-    delay: Annotated[float, typer.Option("--delay", min=0.0, max=MAX_DELAY, help="Seconds to pause between steps, to follow along.")] = 0.0,
-    trace: Annotated[Optional[Path], typer.Option("--trace", help="Write every step to this JSON Lines file (see 'dlm replay').")] = None,
-    force: Annotated[Optional[list[str]], typer.Option("--force", help="POS:TEXT: pin TEXT at token offset POS of the answer (repeatable).")] = None,
+    delay: Annotated[float, typer.Option("--delay", metavar="SECONDS", min=0.0, max=MAX_DELAY, help="Seconds to pause between steps, to follow along.")] = 0.0,
+    trace: Annotated[Optional[Path], typer.Option("--trace", metavar="FILE", help="Write every step to this JSON Lines file (see 'dlm replay'); '-': stdout, instead of the answer.")] = None,
+    force: Annotated[Optional[list[str]], typer.Option("--force", metavar="POS:TEXT", help="POS:TEXT: pin TEXT at token offset POS of the answer (repeatable).")] = None,
     pull: Annotated[bool, typer.Option("--pull", help="Download the model first if it is not in the cache.")] = False,
-    batch: Annotated[Optional[Path], typer.Option("--batch", help="Answer each line of FILE ('-': stdin), in order, one per line (JSON Lines with --json).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="With --batch: prompts that share one forward pass.")] = 8,
+    batch: Annotated[Optional[Path], typer.Option("--batch", metavar="FILE", help="Answer each line of FILE ('-': stdin), in order, one per line (JSON Lines with --json).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", min=1, help="With --batch: prompts that share one forward pass.")] = 8,
     ngl: NglOpt = -1,
     threads: ThreadsOpt = None,
     rpc: RpcOpt = None,
@@ -246,17 +266,19 @@ def generate(
     devices = dict(rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
     if batch is not None:
         if prompt is not None or visual or trace is not None or delay or force or stdin_too:
+            # (--stats and --json apply per line)
             raise UsageError("--batch answers the file's prompts only: it takes no PROMPT, --visual, --trace, "
                              "--delay, --force or --stdin (they follow one generation)")
         prompts = read_batch(batch)
         with open_model(model, ngl, threads, verbose, pull, **devices, cache=cache) as m:
-            failed = _run_batch(m, prompts, batch_size, m.params(**overrides), system, raw, json_out, verbose)
+            failed = _run_batch(m, prompts, batch_size, m.params(**overrides), system, raw, json_out,
+                                verbose or stats)
         if failed:
             raise typer.Exit(1)
         return
     text = read_prompt(prompt, stdin_too=stdin_too)
     forced = [parse_force(check_utf8(f, "--force")) for f in force or ()]
-    writer = _trace_writer(trace)  # a bad --trace path fails here, before the model loads
+    writer = _trace_writer(trace, json_out)  # a bad --trace path fails here, before the model loads
     try:
         with open_model(model, ngl, threads, verbose, pull, **devices, cache=cache) as m:
             params = m.params(**overrides)
@@ -266,12 +288,22 @@ def generate(
         if writer is not None:
             writer.close()
     _warn_cut_forces(gen, result)
-    _emit(result, json_out, verbose)
+    _emit(result, json_out, verbose or stats, answer=not _to_stdout(trace))
+    if result.finish_reason == "length" and not json_out:
+        err(f"Note: the answer reached --gen-length {result.params.gen_length} before it ended; it may be cut "
+            f"short (pass a larger -n)")
 
 
-def _trace_writer(trace):
+def _to_stdout(path) -> bool:
+    return path is not None and str(path) == "-"
+
+
+def _trace_writer(trace, json_out: bool = False):
     if trace is None:
         return None
+    if _to_stdout(trace) and json_out:
+        raise UsageError("--trace - and --json would both write stdout; the trace's end record holds the result, "
+                         "so drop --json (or send the trace to a file)")
     from .render.trace import TraceWriter
 
     return TraceWriter(trace)
@@ -313,17 +345,17 @@ def borrow_options(source, names: tuple[str, ...]):
 
 _SAMPLING = ("steps", "block_length", "schedule", "algorithm", "alg_temp", "temperature", "top_k", "top_p",
              "cfg", "eps", "threshold", "factor", "seed")
-_INFILL_SHARED = ("model",) + _SAMPLING + ("system", "stdin_too", "json_out", "visual", "delay", "trace", "pull",
-                                           "ngl", "threads") + DEVICE_OPTIONS + ("cache", "verbose")
+_INFILL_SHARED = ("model",) + _SAMPLING + ("system", "stdin_too", "json_out", "stats", "visual", "delay", "trace",
+                                           "pull", "ngl", "threads") + DEVICE_OPTIONS + ("cache", "verbose")
 
 
 @app.command()
 @boundary
 @borrow_options(generate, _INFILL_SHARED)
 def infill(
-    text: Annotated[Optional[str], typer.Argument(help="Text with [MASK] (one token) or [MASK:N] (N tokens) spans; \\[MASK is a literal. '-' or none: read it from stdin.", show_default=False)] = None,
+    text: Annotated[Optional[str], typer.Argument(metavar="TEXT", help="Text with [MASK] (one token) or [MASK:N] (N tokens) spans; \\[MASK is a literal. '-' or none: read it from stdin.", show_default=False)] = None,
     chat: Annotated[bool, typer.Option("--chat", help="Put the text in the assistant's turn of the chat template.")] = False,
-    user: Annotated[Optional[str], typer.Option("--user", help="With --chat: the user's turn before it.")] = None,
+    user: Annotated[Optional[str], typer.Option("--user", metavar="TEXT", help="With --chat: the user's turn before it.")] = None,
     **opts,
 ):
     """Fill the masked spans of a text; everything else is kept verbatim (see docs/infill.md)."""
@@ -332,7 +364,7 @@ def infill(
     check_utf8(opts["system"], "--system")
     parse_infill(template)  # bad placeholders fail before a model is loaded
     o = opts
-    writer = _trace_writer(o["trace"])
+    writer = _trace_writer(o["trace"], o["json_out"])
     try:
         with open_model(o["model"], o["ngl"], o["threads"], o["verbose"], o["pull"],
                         **{k: o[k] for k in DEVICE_OPTIONS}, cache=o["cache"]) as m:
@@ -342,7 +374,7 @@ def infill(
     finally:
         if writer is not None:
             writer.close()
-    _emit(result, o["json_out"], o["verbose"])
+    _emit(result, o["json_out"], o["verbose"] or o["stats"], answer=not _to_stdout(o["trace"]))
 
 
 @app.command("rpc-server")
@@ -352,7 +384,7 @@ def rpc_server(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port to listen on.")] = 50052,
     device: Annotated[Optional[list[str]], typer.Option("--device", help="Device to serve, e.g. CUDA0 (repeatable; default: the GPUs, else the CPU).")] = None,
     cache: Annotated[Optional[Path], typer.Option("--cache", help="Keep received weights in DIR, so a restarted client does not resend them.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads when it serves the CPU (default: all cores).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", metavar="N", min=1, max=512, help="CPU threads when it serves the CPU (default: all cores).")] = None,
     verbose: VerboseOpt = False,
 ):
     """Lend this machine's devices to 'dlm ... --rpc' on other hosts (llama.cpp's RPC server)."""
@@ -468,19 +500,22 @@ def _run_batch(m, prompts: list[tuple[int, str]], batch_size: int, params, syste
             if isinstance(r, DlmError):
                 failed += 1
                 if json_out:
-                    sys.stdout.write(json.dumps({"index": i, "line": line, "error": str(r)}, ensure_ascii=False)
+                    sys.stdout.write(json.dumps({"index": i, "line": line, "error": r.cli_message()}, ensure_ascii=False)
                                      + "\n")
                 else:
                     sys.stdout.write("\n")  # keeps the answers in line with the prompts
                 sys.stdout.flush()
-                err(f"Error: --batch line {line}: {r}")
+                err(f"Error: --batch line {line}: {r.cli_message()}")
             else:
                 _emit(r, json_out, verbose, index=i, line=line)
     return failed
 
 
-def _emit(result, json_out: bool, verbose: bool, index: int | None = None, line: int | None = None) -> None:
-    if json_out:
+def _emit(result, json_out: bool, stats: bool, index: int | None = None, line: int | None = None,
+          answer: bool = True) -> None:
+    if not answer:  # --trace -: stdout carries the trace
+        pass
+    elif json_out:
         obj = result.to_json() if index is None else {"index": index, "line": line, **result.to_json()}
         sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     elif index is not None:
@@ -490,7 +525,7 @@ def _emit(result, json_out: bool, verbose: bool, index: int | None = None, line:
     else:
         sys.stdout.write(result.text + "\n")
     sys.stdout.flush()
-    if verbose:
+    if stats:
         t = result.timings
         err(f"{result.steps} steps, {len(result.tokens)} tokens, {t.total_s:.2f}s "
             f"(forward {t.forward_s:.2f}s, host {t.sampling_s:.2f}s), finish: {result.finish_reason}")

@@ -125,3 +125,99 @@ def test_flags_the_run_would_ignore_are_refused():
                "--block-length applies to the block schedule")
     ok = run_dlm("generate", "-m", "tiny-dream", "--eps", "0.01", "add 12 30")
     assert ok.returncode == 0 and ok.stdout == b"42\n", ok.stderr
+
+
+def test_dash_means_stdout_for_traces_and_pictures(tmp_path):
+    r = run_dlm("generate", "-m", "tiny-llada", "--trace", "-", "reverse hello")
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.decode().splitlines()]  # the trace only, no answer line
+    assert records[0]["type"] == "header" and {x["type"] for x in records[1:-1]} == {"step"}
+    assert records[-1]["type"] == "end" and records[-1]["text"] == "olleh"
+    assert not (ROOT / "-").exists() and not (tmp_path / "-").exists()
+    replayed = run_dlm("replay", "-", input=r.stdout)
+    assert replayed.returncode == 0 and replayed.stdout == b"olleh\n", replayed.stderr
+    svg = run_dlm("replay", "-", "--svg", "-", input=r.stdout)
+    assert svg.returncode == 0 and svg.stdout.startswith(b"<?xml") and svg.stdout.endswith(b"</svg>\n")
+    html = run_dlm("replay", "-", "--html", "-", input=r.stdout)
+    assert html.returncode == 0 and b"<html" in html.stdout[:200].lower()
+    _one_error(run_dlm("generate", "-m", "tiny-llada", "--trace", "-", "--json", "hi"), 2, "both write stdout")
+
+
+def test_a_cut_short_trace_replays_but_is_no_answer(tmp_path):
+    r = run_dlm("generate", "-m", "tiny-llada", "--trace", "-", "reverse hello")
+    lines = r.stdout.decode().splitlines()
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(lines[:3]) + "\n")  # header and two steps: Ctrl-C'd
+    rep = run_dlm("replay", cut)
+    assert rep.returncode == 1 and rep.stdout == b""  # was: the partial canvas, exit 0
+    _one_error(rep, 1, "is incomplete (it has no end record)")
+
+
+def test_stopping_at_the_length_limit_says_so():
+    r = run_dlm("generate", "-m", "tiny-llada", "-n", "4", "reverse hello")
+    assert r.returncode == 0 and r.stdout == b"olle\n"
+    assert r.stderr.decode().strip() == ("Note: the answer reached --gen-length 4 before it ended; it may be cut "
+                                         "short (pass a larger -n)")
+    full = run_dlm("generate", "-m", "tiny-llada", "reverse hello")
+    assert full.stderr == b""
+
+
+def test_authors_algorithm_names_and_model_names_in_any_case():
+    for name in ("low_confidence", "maskgit_plus", "Low-Confidence"):
+        r = run_dlm("generate", "-m", "TINY-LLADA", "-a", name, "reverse hello")
+        assert r.returncode == 0 and r.stdout == b"olleh\n", (name, r.stderr)
+    r = run_dlm("generate", "-m", "tiny-dream", "-a", "topk_margin", "add 12 30")
+    assert r.returncode == 0 and r.stdout == b"42\n", r.stderr
+    _one_error(run_dlm("generate", "-m", "tiny-lada", "hi"), 1, "unknown model tiny-lada; did you mean tiny-llada?")
+
+
+def test_directories_as_models_get_one_message(tmp_path):
+    d = tmp_path / "owner" / "repo"
+    d.mkdir(parents=True)
+    (d / "x.gguf").write_bytes(b"GGUF")
+    for spec in ("owner", "owner/repo", "./owner", str(d)):
+        r = subprocess.run([sys.executable, "-m", "dlmcli", "generate", "-m", spec, "hi"], cwd=tmp_path,
+                           capture_output=True, env=ENV, timeout=60, stdin=subprocess.DEVNULL)
+        _one_error(r, 1, f"{spec} is a directory, not a .gguf file")
+
+
+def test_a_text_that_does_not_fit_exits_1_in_generate_and_infill():
+    _one_error(run_dlm("generate", "-m", "tiny-llada", "-n", "200", "hi"), 1, "has a context of")
+    _one_error(run_dlm("infill", "-m", "tiny-llada", "[MASK:200]"), 1, "has a context of")
+
+
+def test_verbose_shows_a_repeated_llama_cpp_line_once():
+    r = run_dlm("generate", "-m", "tiny-llada", "-v", "reverse hello")
+    lines = [ln for ln in r.stderr.decode().splitlines() if len(ln) > 24]
+    assert r.returncode == 0 and len(lines) == len(set(lines)), [ln for ln in lines if lines.count(ln) > 1]
+
+
+def test_stats_without_the_log():
+    r = run_dlm("generate", "-m", "tiny-llada", "--stats", "reverse hello")
+    lines = r.stderr.decode().splitlines()
+    assert r.returncode == 0 and len(lines) == 1 and lines[0].endswith("finish: eos") and " steps, " in lines[0]
+
+
+def test_visual_off_a_terminal_ends_with_a_newline_and_keeps_the_finish_reason_at_40_columns():
+    r = run_dlm("generate", "-m", "tiny-llada", "--visual", "reverse hello", env={"COLUMNS": "40"})
+    err = r.stderr.decode()
+    assert r.returncode == 0 and err.endswith("\n"), err[-40:]
+    assert "done · finish: eos" in err
+
+
+def test_no_color_legend_does_not_show_a_colour_ramp():
+    r = run_dlm("generate", "-m", "tiny-llada", "--visual", "reverse hello", env={"NO_COLOR": "1"})
+    legend = r.stderr.decode().strip().splitlines()[-1]
+    assert "confidence low" not in legend and "no colours: no confidence shown" in legend
+
+
+def test_version_names_dlm_llama_cpp_python_and_the_backends():
+    r = run_dlm("--version")
+    lines = r.stdout.decode().splitlines()
+    assert r.returncode == 0 and lines[0].startswith("dlm ") and lines[1].startswith("llama-cpp-python 0.")
+    assert lines[2].startswith("llama.cpp (ggml ") and lines[3].startswith("backends: ") and "CPU" in lines[3]
+
+
+def test_shell_completion_script():
+    r = run_dlm("--show-completion", "bash", env={"SHELL": "/bin/bash"})
+    assert r.returncode == 0 and b"complete" in r.stdout

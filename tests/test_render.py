@@ -61,7 +61,7 @@ def test_frames_follow_the_run():
     text = "".join(canvas_lines(last))
     assert text.startswith("hello world↵")
     assert text.endswith(EOG_GLYPH * 5)
-    assert "done · 16 steps" in last and "finish: eos" in last
+    assert "done · finish: eos · 16 steps" in last
 
 
 def test_block_schedule_shows_blocks_and_progress():
@@ -186,7 +186,7 @@ def test_live_view_draws_steps_and_leaves_the_final_frame():
     assert out.count("dlm · fake.gguf") >= len(steps)  # a frame per step (no real cap)
     assert out.index(HIDE) < out.rindex(SHOW)
     tail = out[out.rindex("dlm · fake.gguf"):]
-    assert "done · 16 steps" in tail and "finish: eos" in tail and "hello world" in tail
+    assert "done · finish: eos · 16 steps" in tail and "hello world" in tail
 
 
 def test_close_restores_the_terminal_when_interrupted():

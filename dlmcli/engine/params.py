@@ -10,6 +10,9 @@ from ..errors import UsageError, param
 
 SCHEDULES = ("block", "timestep")
 ALGORITHMS = ("low-confidence", "random", "origin", "margin", "entropy")
+# The model authors' names (LLaDA's remasking, Dream's alg) and spellings with '_' for ours.
+ALGORITHM_ALIASES = {"low_confidence": "low-confidence", "maskgit_plus": "low-confidence",
+                     "maskgit-plus": "low-confidence", "topk_margin": "margin", "topk-margin": "margin"}
 MAX_LENGTH = 1 << 20  # tokens or steps: far past any model's context, small enough to plan in memory
 MIN_TEMPERATURE = 1e-6  # below this, logits / T overflows float64 for large logits; use 0 (argmax)
 MAX_CFG = 1e6  # guidance past this overflows float32 logits
@@ -33,6 +36,13 @@ class GenerationParams:
     factor: float | None = None  # Fast-dLLM factor rule: n-th best committed if conf >= 1 - factor/(n+1)
     early_stop: bool = False  # stop spending passes once the answer has resolved to end-of-generation
 
+    def __post_init__(self) -> None:
+        for name, aliases in (("algorithm", ALGORITHM_ALIASES), ("schedule", {})):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                key = value.strip().lower()
+                object.__setattr__(self, name, aliases.get(key, key))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -53,7 +63,8 @@ class GenerationParams:
         if self.schedule not in SCHEDULES:
             raise UsageError(f"{param('schedule')} must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
         if self.algorithm not in ALGORITHMS:
-            raise UsageError(f"{param('algorithm')} must be one of {', '.join(ALGORITHMS)} (got {self.algorithm!r})")
+            raise UsageError(f"{param('algorithm')} must be one of {', '.join(ALGORITHMS)}, or the authors' names "
+                             f"{', '.join(a for a in ALGORITHM_ALIASES if '_' in a)} (got {self.algorithm!r})")
         for name, value in (("temperature", self.temperature), ("alg_temp", self.alg_temp)):
             if not (value == 0 or MIN_TEMPERATURE <= value < math.inf):
                 raise UsageError(f"{param(name)} must be 0 or a finite number of at least {MIN_TEMPERATURE:g} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,11 @@ def parse_spec(spec: str) -> ModelRef:
         or "\\" in text
         or (len(text) > 1 and text[1] == ":" and text[0].isalpha())  # C:\...
     )
-    if looks_like_path and path.is_dir():
-        raise ModelError(f"{spec} is a directory, not a .gguf file")
+    known_name = entry_by_name(text) is not None or text.lower() in {n.lower() for n in bundled_models()}
+    if path.is_dir() and not known_name:  # however it is written (dir, ./dir, dir/sub): one message
+        inside = sorted(p.name for p in path.glob("*.gguf"))[:3]
+        hint = f"; give one of its .gguf files ({', '.join(inside)})" if inside else ""
+        raise ModelError(f"{spec} is a directory, not a .gguf file{hint}")
     if path.is_file():
         return ModelRef(spec, "path", path=path)
     if looks_like_path:
@@ -81,14 +85,18 @@ def parse_spec(spec: str) -> ModelRef:
     if m:
         name, sel = m.group("name"), m.group("sel")
         bundled = bundled_models()
-        if sel is None and name in bundled:
-            return ModelRef(spec, "bundled", path=bundled[name])
+        by_lower = {n.lower(): n for n in bundled}  # names ignore case, as catalog names do
+        if sel is None and name.lower() in by_lower:
+            return ModelRef(spec, "bundled", path=bundled[by_lower[name.lower()]])
         entry = entry_by_name(name)
         if entry is not None:
             quant, filename = _split_selector(sel)
             return ModelRef(spec, "hub", repo=entry.repo, quant=quant, filename=filename, entry=entry)
-        known = ", ".join([*bundled, *catalog_names()])
-        raise ModelError(f"unknown model {spec}; use a .gguf path, owner/repo[:QUANT], or one of: {known}")
+        names = [*bundled, *catalog_names()]
+        close = difflib.get_close_matches(name.lower(), [n.lower() for n in names], n=1, cutoff=0.75)
+        guess = f"did you mean {names[[n.lower() for n in names].index(close[0])]}? " if close else ""
+        raise ModelError(f"unknown model {spec}; {guess}use a .gguf path, owner/repo[:QUANT], or one of: "
+                         f"{', '.join(names)}")
 
     m = _REPO.match(text)
     if m:

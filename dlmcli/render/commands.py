@@ -20,6 +20,10 @@ def _err(message: str) -> None:
 
 
 def _write(path: Path, text: str) -> None:
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as e:
@@ -51,10 +55,10 @@ def replay_trace(trace, *, speed: float, console=None) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def replay(
-        file: Annotated[Path, typer.Argument(help="A trace written by 'dlm generate --trace FILE'.", show_default=False)],
-        speed: Annotated[float, typer.Option("--speed", help="Steps per second (0: as fast as the screen redraws).")] = DEFAULT_SPEED,
-        svg: Annotated[Optional[Path], typer.Option("--svg", help="Write a picture of the whole run to this SVG file.")] = None,
-        html: Annotated[Optional[Path], typer.Option("--html", help="Write a page with a step slider to this HTML file.")] = None,
+        file: Annotated[Path, typer.Argument(metavar="TRACE", help="A trace written by 'dlm generate --trace FILE' ('-': stdin).", show_default=False)],
+        speed: Annotated[float, typer.Option("--speed", metavar="N", help="Steps per second (0: as fast as the screen redraws).")] = DEFAULT_SPEED,
+        svg: Annotated[Optional[Path], typer.Option("--svg", metavar="FILE", help="Write a picture of the whole run to this SVG file ('-': stdout).")] = None,
+        html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="Write a page with a step slider to this HTML file ('-': stdout).")] = None,
         visual: Annotated[Optional[bool], typer.Option("--visual/--no-visual", help="Replay in the terminal (default: when stderr is a terminal and no picture is asked for).")] = None,
     ):
         """Replay a trace: the denoising on stderr, the answer on stdout; or draw it with --svg/--html."""
@@ -63,23 +67,30 @@ def register(app: typer.Typer) -> None:
                              f"steps per second (one an hour) (got {speed})")
         from .trace import read_trace
 
+        to_stdout = [p for p in (svg, html) if p is not None and str(p) == "-"]
+        if len(to_stdout) > 1:
+            raise UsageError("--svg - and --html - would both write stdout; send one of them to a file")
         trace = read_trace(file)
-        if not trace.complete:
-            why = "its last line is cut off" if trace.torn else "it has no end record"
-            _err(f"Warning: {file} is incomplete ({why}): the run was interrupted or is still being written; "
-                 f"using the {len(trace.steps)} step{'s' if len(trace.steps) != 1 else ''} it has.")
         pictures = [(p, kind) for p, kind in ((svg, "svg"), (html, "html")) if p is not None]
         if pictures:
             from .picture import to_html, to_svg
 
             for path, kind in pictures:
                 _write(path, to_svg(trace) if kind == "svg" else to_html(trace))
-                _err(f"Wrote {path}")
-            if not visual:
-                return
+                if str(path) != "-":
+                    _err(f"Wrote {path}")
         if visual is None:
-            visual = sys.stderr.isatty()
+            visual = sys.stderr.isatty() and not pictures
         if visual:
             replay_trace(trace, speed=speed)
+        if not trace.complete:
+            # A cut-short run has no answer: what it committed so far is not printed as one.
+            why = "its last line is cut off" if trace.torn else "it has no end record"
+            n = len(trace.steps)
+            done = "drew" if pictures and not visual else "replayed"
+            raise DlmError(f"{file} is incomplete ({why}): the run was interrupted or is still being written; "
+                           f"{done} the {n} step{'s' if n != 1 else ''} it has, and there is no answer")
+        if pictures and not visual:
+            return
         sys.stdout.write(trace.answer() + "\n")
         sys.stdout.flush()

@@ -100,6 +100,8 @@ class LiveView:
             self._frame = self._frame.at(crop=False)
         try:
             live.stop()  # final redraw, then the cursor is shown again (in a finally inside Rich)
+            if not self.console.is_terminal:
+                self.console.line()  # off a terminal Rich leaves the last frame without its newline
         finally:
             try:
                 self.console.show_cursor(True)

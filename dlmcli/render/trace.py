@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,11 @@ class TraceWriter:
         self._failed = False  # a write failed: closing must not raise the same error again
         self._known: set[int] = set()
         self._text = str
-        self._created = not self.path.exists()
+        self._stdout = str(path) == "-"
+        self._created = not self._stdout and not self.path.exists()
+        if self._stdout:  # '-': the trace is what stdout carries (the end record holds the answer)
+            self._f = sys.stdout
+            return
         try:
             # Append mode: check that it can be written without clobbering an old trace yet; the
             # file is emptied when the run starts.
@@ -80,8 +85,9 @@ class TraceWriter:
     def start(self, info: RunInfo) -> None:
         self._text = info.token_text
         try:
-            self._f.seek(0)
-            self._f.truncate()
+            if not self._stdout:
+                self._f.seek(0)
+                self._f.truncate()
         except OSError as e:
             # A device or pipe (/dev/null, a FIFO) cannot be truncated and needs not be; a file must be.
             if self.path.is_file():
@@ -123,7 +129,7 @@ class TraceWriter:
         if f is None:
             return
         try:
-            f.close()  # flushes what is still buffered
+            f.flush() if self._stdout else f.close()  # flushes what is still buffered
         except OSError as e:
             if not self._failed:
                 raise DlmError(f"writing the trace file {self.path} failed: {e.strerror or e}") from None
@@ -190,7 +196,7 @@ def read_trace(path: str | Path) -> Trace:
     """Read a trace; raise DlmError when it is not one. A cut-short trace reads as ``complete=False``."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
     except FileNotFoundError:
         raise DlmError(f"trace file not found: {path}") from None
     except IsADirectoryError:

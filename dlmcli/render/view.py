@@ -76,7 +76,7 @@ class Frame:
         title = self._title()
         schedule = self._schedule(width)
         status = self._status()
-        legend = self._legend()
+        legend = self._legend(console.no_color or console.color_system is None)
         fixed_lines = [title, schedule, status, legend]
         for t in fixed_lines:
             t.no_wrap, t.overflow = True, "ellipsis"
@@ -160,6 +160,9 @@ class Frame:
             else:
                 head, style = f"step {self.step}/{self.steps}", "bold"
             t.append(head, style=style)
+            if self.note:  # right after the head, so a narrow terminal still shows it
+                t.append(" · ", style="dim")
+                t.append(self.note, style="yellow")
             n_blocks = len(self.block_size)
             parts = [] if self.final else [f"block {self.block + 1}/{n_blocks}"]
             if self.final:
@@ -172,13 +175,17 @@ class Frame:
             for p in parts:
                 t.append(" · ", style="dim")
                 t.append(p)
-        if self.note:
+        if self.note and self.step == 0 and not self.final:
             t.append(" · ", style="dim")
             t.append(self.note, style="yellow")
         return t
 
-    def _legend(self) -> Text:
+    def _legend(self, no_color: bool = False) -> Text:
         t = Text()
+        if no_color:  # NO_COLOR or a dumb terminal: a colour ramp would be blocks of one shade
+            t.append("new: bold", style="bold")
+            t.append(f"  {MASK_GLYPH} masked  {EOG_GLYPH} end  ↵ newline  (no colours: no confidence shown)")
+            return t
         t.append("confidence low ", style="dim")
         for k in range(0, LEVELS, 3):  # the ramp itself is not dimmed: it is the key to the colours
             t.append("█", style=conf_style(k, False))

@@ -33,6 +33,7 @@ import llama_cpp.llama_cpp as lib  # noqa: E402,F401  (loaded before numpy)
 _lock = threading.Lock()
 _state = {"init": False, "verbose": False, "callback": None, "capture": None}
 _LOG_ERROR = 4  # GGML_LOG_LEVEL_ERROR
+_shown: set[str] = set()  # whole log lines already written under --verbose
 _errors: list[str] = []  # the last few error lines, to explain a later failure (an RPC abort)
 
 
@@ -49,7 +50,14 @@ def _on_log(level: int, text: bytes, user_data) -> None:
                 del _errors[:-7]
                 _errors.append(line)
         if _state["verbose"]:
-            sys.stderr.write(text.decode("utf-8", "replace"))
+            line = text.decode("utf-8", "replace")
+            # llama.cpp repeats some warnings every forward pass ("decode: cannot decode batches with
+            # this context"); a whole line already shown says nothing new.
+            if line.endswith("\n") and len(line) > 24:
+                if line in _shown:
+                    return
+                _shown.add(line)
+            sys.stderr.write(line)
     except (KeyboardInterrupt, Terminated) as e:  # ctypes would print and drop it: keep it for later
         _keep(e)
     except Exception:  # never raise into C
@@ -240,3 +248,63 @@ def _watch(r, grace: float) -> None:
                 prefix = "\n\x1b[?25h" if os.isatty(2) else ""  # below a live view, cursor shown again
                 os.write(2, f"{prefix}{'Terminated.' if term else 'Interrupted.'}\n".encode())
                 os._exit(143 if term else 130)
+
+
+def build_info() -> dict:
+    """What llama.cpp this is: llama-cpp-python's version, ggml's version and commit, the backends
+    registered (CPU, CUDA, Metal, RPC...) and the devices they offer, with their memory."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    init(False)
+    out: dict = {}
+    try:
+        out["llama_cpp_python"] = version("llama_cpp_python")
+    except PackageNotFoundError:
+        out["llama_cpp_python"] = getattr(sys.modules.get("llama_cpp"), "__version__", "?")
+    for name in ("ggml_version", "ggml_commit"):
+        fn = getattr(lib._lib, name, None)  # dlsym on libllama also finds the ggml it was linked with
+        if fn is not None:
+            fn.restype, fn.argtypes = ctypes.c_char_p, []
+        out[name] = (fn() or b"?").decode() if fn is not None else "?"
+    backends, devices = [], []
+    c_int_fn = getattr(lib._lib, "ggml_backend_reg_count", None)
+    if c_int_fn is not None:
+        vp, cp = ctypes.c_void_p, ctypes.c_char_p
+        c_int_fn.restype, c_int_fn.argtypes = ctypes.c_size_t, []
+        reg_get = lib._lib.ggml_backend_reg_get
+        reg_get.restype, reg_get.argtypes = vp, [ctypes.c_size_t]
+        reg_name = lib._lib.ggml_backend_reg_name
+        reg_name.restype, reg_name.argtypes = cp, [vp]
+        backends = [(reg_name(reg_get(i)) or b"?").decode() for i in range(c_int_fn())]
+    for d in device_memory():
+        devices.append(f"{d['name']} ({d['description']}, {d['free'] / 2**30:.1f} of {d['total'] / 2**30:.1f} GiB free)"
+                       if d["total"] else f"{d['name']} ({d['description']})")
+    out["backends"], out["devices"] = backends or ["?"], devices or ["?"]
+    return out
+
+
+def device_memory() -> list[dict]:
+    """Every ggml device with its free and total memory in bytes (host memory for the CPU)."""
+    fns = {}
+    for name, restype, argtypes in (("ggml_backend_dev_count", ctypes.c_size_t, []),
+                                    ("ggml_backend_dev_get", ctypes.c_void_p, [ctypes.c_size_t]),
+                                    ("ggml_backend_dev_name", ctypes.c_char_p, [ctypes.c_void_p]),
+                                    ("ggml_backend_dev_description", ctypes.c_char_p, [ctypes.c_void_p]),
+                                    ("ggml_backend_dev_type", ctypes.c_int, [ctypes.c_void_p]),
+                                    ("ggml_backend_dev_memory", None, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                                                                       ctypes.POINTER(ctypes.c_size_t)])):
+        fn = getattr(lib._lib, name, None)
+        if fn is None:
+            return []
+        fn.restype, fn.argtypes = restype, argtypes
+        fns[name] = fn
+    init(False)
+    out = []
+    for i in range(fns["ggml_backend_dev_count"]()):
+        d = fns["ggml_backend_dev_get"](i)
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        fns["ggml_backend_dev_memory"](d, ctypes.byref(free), ctypes.byref(total))
+        out.append({"name": (fns["ggml_backend_dev_name"](d) or b"").decode(),
+                    "description": (fns["ggml_backend_dev_description"](d) or b"").decode(),
+                    "type": int(fns["ggml_backend_dev_type"](d)), "free": int(free.value), "total": int(total.value)})
+    return out

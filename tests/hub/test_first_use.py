@@ -87,3 +87,12 @@ def test_pull_revision(env, hub, cli, files):
     assert Path(r.stdout.strip()).read_bytes() == files["llada_q4"] and commit in r.stdout
     r = cli("pull", "llada-8b-instruct", "--revision", "no-such-branch")
     assert r.exit_code == 1 and "has no such revision" in r.stderr
+
+
+def test_notes_on_stderr_are_not_wrapped_off_a_terminal(env, hub, tmp_path):
+    deep = tmp_path / ("a-rather-long-directory-name-" * 3) / "model.gguf"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(b"GGUF")
+    r = _dlm({**env, "COLUMNS": ""}, "config", "set", "model", str(deep))
+    lines = r.stderr.decode().splitlines()
+    assert r.returncode == 0 and len(lines) == 1 and len(lines[0]) > 80 and str(deep) in lines[0]
