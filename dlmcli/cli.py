@@ -180,7 +180,7 @@ SplitModeOpt = Annotated[Optional[str], typer.Option("--split-mode", metavar="no
 TensorSplitOpt = Annotated[Optional[str], typer.Option("--tensor-split", metavar="3,1,...", help="Share of the model per device, e.g. 3,1 (RPC hosts first, then local GPUs).")]
 MainGpuOpt = Annotated[Optional[int], typer.Option("--main-gpu", metavar="N", help="Device index used with --split-mode none.")]
 DEVICE_OPTIONS = ("rpc", "split_mode", "tensor_split", "main_gpu")
-CacheOpt = Annotated[str, typer.Option("--cache", help="off, or prefix: reuse the K/V before the current block within a block (faster, approximate; block schedule; see docs/kv-cache.md).")]
+CacheOpt = Annotated[str, typer.Option("--cache", metavar="off|prefix", help="off, or prefix: reuse the K/V before the current block within a block (faster, approximate; block schedule; see docs/kv-cache.md).")]
 
 
 def open_model(model: Optional[str], ngl: int, threads: Optional[int], verbose: bool, pull: bool = False, *,
