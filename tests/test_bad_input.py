@@ -92,7 +92,7 @@ ROWS = [
     G("cfg-inf", "--cfg", "inf", "hi", code=2, needle="--cfg"),
     G("seed-negative", "--seed", "-1", "hi", code=2, needle="--seed"),
     G("threads-zero", "--threads", "0", "hi", code=2, needle="'--threads'", usage=True),
-    G("threads-100000", "--threads", "100000", "hi", code=2, needle="1<=x<=512", usage=True),
+    G("threads-100000", "--threads", "100000", "hi", code=2, needle="less than or equal to 512", usage=True),
     G("ngl-garbage", "--ngl", "garbage", "hi", code=2, needle="'--ngl'", usage=True),
     G("ngl-past-c-int", "--ngl", str(2**40), "hi", code=0),
     G("delay-inf", "--delay", "inf", "hi", code=2, needle="'--delay'", usage=True),
@@ -199,6 +199,8 @@ def check(r: subprocess.CompletedProcess, code: int, needle: str = "", usage: bo
     assert r.returncode == code, f"exit {r.returncode}, stderr: {err}"  # a signal death is negative
     assert "Traceback" not in err
     if code == 0:
+        # Random weights rarely end before -n: the one note that says so is all stderr may hold.
+        err = "".join(ln for ln in err.splitlines(True) if not ln.startswith("Note: the answer reached --gen-length"))
         assert err == "" and r.stdout.endswith(b"\n") and needle.encode() in r.stdout
         return
     assert r.stdout == b""
