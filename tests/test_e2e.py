@@ -160,11 +160,20 @@ def test_family_defaults_and_overrides(llada, dream):
     assert s.steps == 32
 
 
-def test_close_is_idempotent_and_frees_in_order(gguf_dir):
+def test_close_is_idempotent_and_frees_in_order(gguf_dir, monkeypatch):
+    from dlmcli.runtime.native import lib
+
+    freed = []
+    for name in ("llama_batch_free", "llama_free", "llama_model_free"):
+        real = getattr(lib, name)
+        # Record each real free as it happens (the native call still runs).
+        monkeypatch.setattr(lib, name, lambda *a, _real=real, _name=name: (freed.append(_name), _real(*a))[1])
     m = Model(gguf_dir / "llada.gguf")
     m.generate("x", gen_length=4)
     rt = m.runtime
     assert rt.ctx is not None and rt.model.ptr is not None
     m.close()
     assert rt.ctx is None and rt.batch is None and rt.model.ptr is None
+    assert freed == ["llama_batch_free", "llama_free", "llama_model_free"]  # batch, context, then the model
     m.close()
+    assert len(freed) == 3  # the second close frees nothing twice

@@ -229,12 +229,3 @@ def pending_pulls(repo: str) -> list[Pending]:
             continue  # a note we cannot read is only a display nicety; ignore it
     return out
 
-
-def dir_size(path: Path) -> int:
-    total = 0
-    for root, _dirs, names in os.walk(path):
-        for name in names:
-            p = Path(root) / name
-            if not p.is_symlink():
-                total += p.stat().st_size
-    return total

@@ -142,9 +142,6 @@ class _Cursor:
         self.pos += n
         return raw.decode("utf-8", errors="replace")
 
-    def skip_string(self) -> None:
-        self.pos += 8 + struct.unpack_from(self.e + "Q", self.buf, self.pos)[0]
-
     def value(self, vtype: int):
         if vtype in _SCALAR:
             return self.unpack(_SCALAR[vtype])

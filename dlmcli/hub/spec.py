@@ -38,11 +38,6 @@ class ModelRef:
             return self.entry.quant
         return None
 
-    @property
-    def pull_name(self) -> str:
-        """How to name this model in a hint ('dlm pull <pull_name>')."""
-        return self.spec
-
 
 def bundled_models() -> dict[str, Path]:
     """The .gguf files shipped inside the package, by name (file stem)."""

@@ -385,10 +385,6 @@ class Runtime:
         return int(lib.llama_vocab_eos(self.model.vocab))
 
     @property
-    def eot_id(self) -> int:
-        return int(lib.llama_vocab_eot(self.model.vocab))
-
-    @property
     def add_bos(self) -> bool:
         return bool(lib.llama_vocab_get_add_bos(self.model.vocab))
 
