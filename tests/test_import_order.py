@@ -1,6 +1,6 @@
 """Import order: dlm must load models whatever the program imported first (numpy, torch, ...).
 
-The crash this guards against needs a CUDA build (docs/performance.md, "Import order"); here the
+The crash this guards against needs a CUDA build (docs/import-order.md); here the
 fix itself is checked (libstdc++ is in the global symbol scope once dlmcli's runtime is imported)
 and the device check script runs its dlm variants on the CPU.
 """

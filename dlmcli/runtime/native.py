@@ -16,7 +16,7 @@ def _global_libstdcxx() -> None:
     A CUDA build's libggml-cuda exports its own copy of libstdc++'s locale code. When libstdc++
     had already been loaded privately (numpy and torch link it), libllama's iostream calls ran
     that copy against libstdc++'s facet ids and model loading crashed (seen on an H100; see
-    docs/performance.md, "Import order"). Global symbols are searched first, so every library
+    docs/import-order.md). Global symbols are searched first, so every library
     then binds to libstdc++ itself, whatever was imported before.
     """
     if sys.platform.startswith("linux"):
