@@ -221,3 +221,11 @@ def test_version_names_dlm_llama_cpp_python_and_the_backends():
 def test_shell_completion_script():
     r = run_dlm("--show-completion", "bash", env={"SHELL": "/bin/bash"})
     assert r.returncode == 0 and b"complete" in r.stdout
+
+
+def test_info_shows_the_chat_template():
+    r = run_dlm("info", "tiny-llada")
+    assert r.returncode == 0 and b"--template prints it" in r.stdout
+    t = run_dlm("info", "tiny-llada", "--template")
+    assert t.returncode == 0 and b"add_generation_prompt" in t.stdout and t.stdout.count(b"\n") >= 1
+    assert b"chat_template_text" in run_dlm("info", "tiny-llada", "--json").stdout

@@ -13,7 +13,7 @@ import click
 import typer
 from rich.console import Console
 
-from ..errors import UsageError
+from ..errors import ModelError, UsageError
 
 from . import config as cfg
 from .manage import list_models, remove
@@ -94,6 +94,7 @@ def models(
 def info(
     model: Annotated[str, typer.Argument(help="A .gguf path, a bundled or catalog name, or owner/repo[:QUANT].")],
     as_json: JsonOpt = False,
+    template: Annotated[bool, typer.Option("--template", help="Print the model's chat template (its Jinja source) and nothing else.")] = False,
 ) -> None:
     """Show a model's GGUF metadata (architecture, size, quant, context, mask token...) without loading it."""
     from . import catalog_entry_for, resolve_model
@@ -102,6 +103,11 @@ def info(
     path = resolve_model(model, pull_hint=False)  # info has no --pull to suggest
     meta = read_info(path)
     entry = catalog_entry_for(model)
+    if template:
+        if meta.chat_template_text is None:
+            raise ModelError(f"{model} has no chat template (dlm then feeds the prompt as plain text)")
+        typer.echo(meta.chat_template_text)
+        return
     if as_json:
         data = {"model": model, **meta.to_dict(), "catalog": entry.to_dict() if entry else None}
         typer.echo(json.dumps(data, indent=2))
@@ -137,7 +143,8 @@ def info(
             "bos / eos / eot",
             " / ".join(num(t) or "-" for t in (meta.bos_token_id, meta.eos_token_id, meta.eot_token_id)),
         ),
-        ("chat template", yes_no(meta.chat_template)),
+        ("chat template", f"yes ({len(meta.chat_template_text or '')} characters; --template prints it)"
+         if meta.chat_template else "no"),
         ("license", meta.license or (entry.license if entry else "")),
     ]
     if entry is not None:

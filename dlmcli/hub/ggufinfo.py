@@ -280,6 +280,7 @@ class GGUFInfo:
     license: str | None
     tensors: int
     extra: dict[str, Any] = field(default_factory=dict)
+    chat_template_text: str | None = None  # the Jinja source, as the file has it (untrusted: never rendered here)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -359,6 +360,8 @@ def read_info(path: Path) -> GGUFInfo:
         eos_token_id=md.get("tokenizer.ggml.eos_token_id"),
         eot_token_id=md.get("tokenizer.ggml.eot_token_id"),
         chat_template=isinstance(md.get("tokenizer.chat_template"), str),
+        chat_template_text=md.get("tokenizer.chat_template") if isinstance(md.get("tokenizer.chat_template"), str)
+        else None,
         license=md.get("general.license"),
         tensors=len(tensors),
     )
