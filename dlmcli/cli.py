@@ -12,13 +12,23 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .errors import DlmError, Terminated, UsageError
 from .placeholders import parse as parse_infill, parse_force
 from .render import MAX_DELAY
 
+class _BoundaryGroup(TyperGroup):
+    """dlm's command group: every command it invokes (sub-apps such as 'config' included, and any
+    command registered later) runs inside the one error boundary."""
+
+    def invoke(self, ctx):
+        return boundary(TyperGroup.invoke)(self, ctx)
+
+
 app = typer.Typer(
     name="dlm",
+    cls=_BoundaryGroup,
     help="Run diffusion language models (LLaDA, Dream, RND1) from GGUF files and watch them denoise.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
@@ -532,24 +542,19 @@ def _emit(result, json_out: bool, stats: bool, index: int | None = None, line: i
 
 
 def _register_extensions() -> None:
-    try:
-        from .hub.commands import register
-    except ImportError:
-        pass
-    else:
-        register(app)
+    # An import error here is a bug: it must show, not silently drop commands.
+    from .hub.commands import register
+
+    register(app)
     from .render.commands import register as register_render
 
     register_render(app)
     from .chat import register as register_chat
 
     register_chat(app)
-    try:
-        from .serve.commands import register as register_serve
-    except ImportError:
-        pass
-    else:
-        register_serve(app)
+    from .serve.commands import register as register_serve
+
+    register_serve(app)
 
 
 class _ClosedStdout:
@@ -589,9 +594,6 @@ def main() -> None:
     _handle_sigterm()
     try:
         _register_extensions()
-        for info in app.registered_commands:
-            if info.callback is not None and not hasattr(info.callback, "__wrapped__"):
-                info.callback = boundary(info.callback)
         app()
     except DlmError as e:  # raised outside a command (e.g. while registering)
         err(f"Error: {e.cli_message()}")

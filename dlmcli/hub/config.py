@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import DlmError, UsageError
 
 FALLBACK_MODEL = "tiny-llada"
 KNOWN_KEYS = ("model",)
@@ -70,7 +70,7 @@ def set_value(key: str, value: str | None) -> Path:
     path = config_path()
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no file yet (the write below says if it cannot be made)
         lines = []
     _loads("\n".join(lines), path)  # refuse to edit a file we cannot read back
     new_line = None if value is None else f"{key} = {json.dumps(value)}"
@@ -90,10 +90,14 @@ def set_value(key: str, value: str | None) -> Path:
         out.append(line)
     if not done and new_line is not None:
         out.append(new_line)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(out) + "\n" if out else "", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text("\n".join(out) + "\n" if out else "", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DlmError(f"cannot write config file {path}: {exc.strerror or exc}; "
+                       f"make its directory writable or point DLM_CONFIG at a writable file") from None
     return path
 
 
