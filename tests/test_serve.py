@@ -375,3 +375,20 @@ def test_shutdown_lets_running_requests_finish(slow_gguf, sig, code):
     assert s.stop(sig) == code
     assert rest == want
     assert "Traceback" not in s.stderr()
+
+
+def test_ollama_generate_and_chat(server):
+    code, _, data = server.http("POST", "/api/generate", {"model": "tiny-llada", "prompt": "reverse hello",
+                                                         "stream": False, "options": {"temperature": 0}})
+    obj = json.loads(data)
+    assert code == 200 and obj["response"] == "olleh" and obj["done"] and obj["eval_count"] == 5
+    code, headers, data = server.http("POST", "/api/chat", {
+        "model": "tiny-dream", "messages": [{"role": "user", "content": "add 12 30"}],
+        "options": {"temperature": 0, "num_predict": 16, "steps": 16}})
+    lines = [json.loads(x) for x in data.decode().splitlines()]
+    assert code == 200 and headers["Content-Type"] == "application/x-ndjson"
+    assert "".join(x["message"]["content"] for x in lines) == "42"
+    assert [x["done"] for x in lines][-1] is True and not any(x["done"] for x in lines[:-1])
+    code, _, data = server.http("POST", "/api/chat", {"model": "tiny-dream", "messages": [],
+                                                     "options": {"num_predict": "many"}})
+    assert code == 400 and json.loads(data)["error"]["param"] == "max_tokens"

@@ -380,7 +380,9 @@ class Handler:
         self.state = state
 
     async def prepare(self, request: Request, chat: bool) -> tuple[Job, str]:
-        body = await read_json(request)
+        return await self.prepare_body(await read_json(request), chat)
+
+    async def prepare_body(self, body: dict, chat: bool) -> tuple[Job, str]:
         served = self.state.find(body.get("model"))
         over, n, stop, stream, include_usage, denoising = parse_options(body, served, self.state)
         model = served.model
@@ -518,6 +520,78 @@ class Handler:
             run.cancel()  # a client that went away frees its sequences at the next step
 
 
+    # --- Ollama's API: what many local front-ends speak ------------------------------------------
+    async def ollama(self, request: Request, chat: bool) -> Response:
+        """/api/chat and /api/generate: the same jobs, Ollama's field names, NDJSON streaming."""
+        t0 = time.monotonic()
+        body = await read_json(request)
+        opts = body.get("options") or {}
+        if not isinstance(opts, dict):
+            raise ApiError(400, "'options' must be an object", param="options")
+        oa = {"model": body.get("model"), "stream": body.get("stream", True)}
+        for name, value in opts.items():
+            oa[OLLAMA_OPTIONS.get(name, name)] = value
+        oa = {k: v for k, v in oa.items() if k in OLLAMA_FIELDS}
+        if chat:
+            oa["messages"] = body.get("messages")
+        elif body.get("raw"):
+            oa["prompt"] = body.get("prompt")
+        else:
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str):
+                raise ApiError(400, "'prompt' must be a string", param="prompt")
+            system = body.get("system")
+            if system is not None and not isinstance(system, str):
+                raise ApiError(400, "'system' must be a string", param="system")
+            oa["messages"] = ([{"role": "system", "content": system}] if system else []) + \
+                [{"role": "user", "content": prompt}]
+        job, _rid = await self.prepare_body(oa, chat or "messages" in oa)
+        run = Run(job, asyncio.get_running_loop())
+        run.submit()
+        model = job.served.id
+
+        def line(text: str, done: bool, answer=None) -> str:
+            out = {"model": model, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            if chat:
+                out["message"] = {"role": "assistant", "content": text}
+            else:
+                out["response"] = text
+            out["done"] = done
+            if done:
+                usage = run.usage()
+                out.update(done_reason=answer.finish_reason, total_duration=int((time.monotonic() - t0) * 1e9),
+                           prompt_eval_count=usage["prompt_tokens"], eval_count=usage["completion_tokens"])
+            return json.dumps(out, ensure_ascii=False) + "\n"
+
+        async def events():
+            try:
+                async for kind, _i, payload in run.events_until_done():
+                    if kind == "step" and payload[1]:
+                        yield line(payload[1], False)
+                    elif kind == "end" and payload:
+                        yield line(payload, False)
+                    elif kind == "error":
+                        yield json.dumps({"error": _engine_error(payload).message}) + "\n"
+                        return
+                yield line("", True, run.answers[0])
+            finally:
+                run.cancel()
+
+        if job.stream:
+            return StreamingResponse(events(), media_type="application/x-ndjson")
+        try:
+            await self._collect(run)
+        finally:
+            run.cancel()
+        return Response(line(run.answers[0].text, True, run.answers[0]), media_type="application/json")
+
+
+# Ollama's option names that differ from ours; the rest (temperature, top_p, top_k, seed, stop, and
+# the diffusion settings) are the same.
+OLLAMA_OPTIONS = {"num_predict": "max_tokens"}
+OLLAMA_FIELDS = {"model", "stream", "max_tokens", "stop", *INT_FIELDS, *FLOAT_FIELDS, *STR_FIELDS, *BOOL_FIELDS}
+
+
 def build_app(state: ServerState) -> Starlette:
     h = Handler(state)
     metrics = state.metrics
@@ -537,6 +611,16 @@ def build_app(state: ServerState) -> Starlette:
 
     async def completions(request):
         return await h.complete(request, chat=False)
+
+    async def ollama_chat(request):
+        return await h.ollama(request, chat=True)
+
+    async def ollama_generate(request):
+        return await h.ollama(request, chat=False)
+
+    async def ollama_tags(request):
+        return JSONResponse({"models": [{"name": s.id, "model": s.id, "details": {"family": s.model.arch}}
+                                        for s in state.models.values()]})
 
     async def models(request):
         return JSONResponse({"object": "list", "data": [
@@ -568,6 +652,9 @@ def build_app(state: ServerState) -> Starlette:
         Route("/health", endpoint("health", health), methods=["GET"]),
         Route("/metrics", endpoint("metrics", prom), methods=["GET"]),
         Route("/", endpoint("playground", page), methods=["GET"]),
+        Route("/api/chat", endpoint("ollama.chat", ollama_chat), methods=["POST"]),
+        Route("/api/generate", endpoint("ollama.generate", ollama_generate), methods=["POST"]),
+        Route("/api/tags", endpoint("ollama.tags", ollama_tags), methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
     if state.api_key:
