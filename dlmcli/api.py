@@ -388,7 +388,12 @@ class Model:
     # --- generation -------------------------------------------------------------------------
     def params(self, **overrides) -> GenerationParams:
         """Family defaults < the GGUF's own hints < overrides (only non-None values count)."""
-        return refuse_ignored(defaults.resolve(self.arch, self.model_defaults, overrides), overrides)
+        return self.params_with_notes(**overrides)[0]
+
+    def params_with_notes(self, **overrides) -> tuple[GenerationParams, list[str]]:
+        """``params``, and one note per value dlm chose because the defaults did not fit (docs/parameters.md)."""
+        params, notes = defaults.resolve_with_notes(self.arch, self.model_defaults, overrides)
+        return refuse_ignored(params, overrides), notes
 
     def denoise(self, prompt: str | None = None, *, prompt_tokens: Sequence[int] | None = None,
                 system: str | None = None, raw: bool = False, params: GenerationParams | None = None,

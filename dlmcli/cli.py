@@ -291,7 +291,10 @@ def generate(
     writer = _trace_writer(trace, json_out)  # a bad --trace path fails here, before the model loads
     try:
         with open_model(model, ngl, threads, verbose, pull, **devices, cache=cache) as m:
-            params = m.params(**overrides)
+            params, notes = m.params_with_notes(**overrides)
+            if verbose:  # values dlm chose because the defaults did not fit what was set
+                for note in notes:
+                    err(f"note: {note}")
             gen = m.denoise(text, system=system, raw=raw, params=params, force=forced)
             result = _drive(gen, _sinks(m, gen, text, visual, delay=delay, trace=writer, fixed=gen.fixed))
     finally:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
-from .engine.params import GenerationParams
+from .engine.params import MAX_LENGTH, GenerationParams
 
 # Authors' recommendations: LLaDA README/demo and Dream README (see docs/parameters.md).
 FAMILY_DEFAULTS: dict[str, dict] = {
@@ -28,13 +30,21 @@ FIELDS = {f.name for f in dataclasses.fields(GenerationParams)}
 
 
 def resolve(arch: str, model_defaults: dict, overrides: dict) -> GenerationParams:
-    """Merge dataclass defaults < family < model file < flags, then apply documented adjustments.
+    """Merge dataclass defaults < family < model file < flags (see ``resolve_with_notes``)."""
+    return resolve_with_notes(arch, model_defaults, overrides)[0]
+
+
+def resolve_with_notes(arch: str, model_defaults: dict, overrides: dict) -> tuple[GenerationParams, list[str]]:
+    """``resolve``, and a note for each value chosen for the user rather than taken as set.
 
     ``overrides`` holds only what the user set. Adjustments (docs/parameters.md):
     - steps follow the generation length (steps == tokens, the authors' best-quality setting)
       unless --steps is given;
     - a block longer than the generation shrinks to it;
+    - a block length the user did not set is chosen to fit: it divides the generation length (and,
+      with --steps, splits the steps evenly), as close as can be to the default;
     - derived steps round up to a multiple of the number of blocks.
+    What the user set themselves is never changed: if it does not fit, it is an error.
     """
     unknown = set(overrides) - FIELDS
     if unknown:
@@ -46,14 +56,43 @@ def resolve(arch: str, model_defaults: dict, overrides: dict) -> GenerationParam
     if "gen_length" in user and "steps" not in user:
         merged["steps"] = user["gen_length"]
     merged.update(user)
-    if "block_length" not in user and merged.get("schedule") == "block":
+    notes: list[str] = []
+    if merged.get("schedule") == "block":
         # Timestep families (Dream) have no block length of their own: fall back to the dataclass's.
-        merged["block_length"] = min(merged.get("block_length", GenerationParams.block_length),
-                                     merged["gen_length"])
-    params = GenerationParams(**merged)
-    if params.schedule == "block" and "steps" not in user and params.block_length > 0 \
-            and params.gen_length % params.block_length == 0:
-        n_blocks = params.gen_length // params.block_length
-        if params.steps % n_blocks:
-            params = dataclasses.replace(params, steps=params.steps + n_blocks - params.steps % n_blocks)
-    return params.validate()
+        merged.setdefault("block_length", GenerationParams.block_length)
+        notes = _fit_blocks(merged, user)
+    return GenerationParams(**merged).validate(), notes
+
+
+def _whole(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and 1 <= v <= MAX_LENGTH
+
+
+def _fit_blocks(merged: dict, user: dict) -> list[str]:
+    """Make the block split fit, changing only what the user did not set; returns notes."""
+    n, steps, block = merged["gen_length"], merged["steps"], merged["block_length"]
+    if not all(_whole(v) for v in (n, steps, block)):
+        return []  # validate() names the flag at fault
+    notes = []
+    if "block_length" not in user:
+        preferred = min(block, n)
+        # Block lengths that divide the length, in a number of blocks that divides the steps the user set.
+        limit = math.gcd(n, steps) if "steps" in user else n
+        lengths = [n // d for d in _divisors(limit)]
+        lengths = [b for b in lengths if b > 1] or lengths  # one token per block is the last resort
+        chosen = min(lengths, key=lambda b: (abs(b - preferred), -b))
+        merged["block_length"] = block = chosen
+        if chosen != preferred:
+            fit = f"gen length {n}" + (f" and --steps {steps}" if "steps" in user else "")
+            notes.append(f"block length {chosen} instead of the default {preferred}, to fit {fit} "
+                         f"(set --block-length to choose)")
+    n_blocks = n // block if n % block == 0 else 0
+    if "steps" not in user and n_blocks and steps % n_blocks:
+        merged["steps"] = steps + n_blocks - steps % n_blocks
+        notes.append(f"{merged['steps']} steps instead of {steps}, to split evenly over {n_blocks} blocks")
+    return notes
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small) | {n // d for d in small})
