@@ -218,26 +218,23 @@ def cmd_plot(args) -> None:
     import matplotlib.pyplot as plt
 
     res = json.load(open(args.json))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    for ax, task, metric, title in ((axes[0], "lines", "exact", "held-out lines: exact match"),
-                                    (axes[1], "funcs", "parses", "held-out function bodies (G=64): parse")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    panels = ((axes[0], "lines", "exact", f"held-out lines ({res['n_lines']}): exact match"),
+              (axes[1], "lines", "token_acc", "held-out lines: token accuracy"),
+              (axes[2], "funcs", "parses", f"held-out function bodies ({res['n_funcs']}): parse"))
+    for ax, task, metric, title in panels:
         fams: dict[str, list] = {}
-        for r in res[task]:
-            if task == "funcs" and "G=64" not in r["setting"]:
-                continue
-            if task == "funcs" and "early_stop=off" in r["setting"]:
-                continue
+        for r in res.get(task, []):
             fams.setdefault(r["family"], []).append(r)
         for fam, rs in fams.items():
             rs = sorted(rs, key=lambda r: r["passes"])
             ax.plot([r["passes"] for r in rs], [r[metric] for r in rs], marker="o", label=fam)
-        if task == "lines":
-            ax.set_xscale("log", base=2)
+        ax.set_xscale("log", base=2)
         ax.set_xlabel("forward passes per item (mean)")
         ax.set_ylabel(metric)
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
