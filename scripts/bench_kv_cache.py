@@ -34,12 +34,7 @@ import time
 from pathlib import Path
 
 
-def draw(rng: random.Random, kind: str) -> tuple[str, str]:
-    if kind == "reverse":
-        w = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 12)))
-        return f"reverse {w}", w[::-1]
-    a, b = rng.randint(0, 999), rng.randint(0, 999)
-    return f"add {a} {b}", str(a + b)
+from eval_tiny_dlm import draw  # noqa: E402  (the same prompts as the tiny-model eval)
 
 
 def accuracy(args) -> dict:
