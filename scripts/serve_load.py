@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -110,6 +111,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--max-batch", type=int, default=32, help="--max-batch of the sharing server")
     ap.add_argument("--threads", type=int, default=None, help="--threads of the servers")
+    ap.add_argument("--server-args", default="", help="more `dlm serve` flags for both servers, e.g. '--ngl -1'")
     ap.add_argument("--json", type=Path, help="also write the raw numbers here")
     a = ap.parse_args()
     levels = [int(x) for x in a.concurrency.split(",")]
@@ -120,7 +122,7 @@ def main() -> None:
         body["max_tokens"] = a.max_tokens
     if a.steps:
         body["steps"] = a.steps
-    extra = ["--threads", str(a.threads)] if a.threads else []
+    extra = (["--threads", str(a.threads)] if a.threads else []) + shlex.split(a.server_args)
     sides = [("given", a.url)] if a.url else [("alone (--max-batch 1)", 1), (f"shared (--max-batch {a.max_batch})",
                                                                               a.max_batch)]
     table = {}
@@ -144,7 +146,7 @@ def main() -> None:
             if proc is not None:
                 proc.terminate()
                 proc.wait(60)
-    print(f"\nmodel {a.model}, prompt {a.prompt!r}, {a.requests} requests per client, body {json.dumps(body)}\n")
+    print(f"\nmodel {a.model}, server flags {' '.join(extra) or '(defaults)'}, prompt {a.prompt!r}, {a.requests} requests per client, body {json.dumps(body)}\n")
     print("| clients | " + " | ".join(f"{n}: req/s, tok/s, p50 s, p95 s" for n in table) + " |")
     print("|---:|" + "---|" * len(table))
     for i, c in enumerate(levels):

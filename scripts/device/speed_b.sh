@@ -1,26 +1,21 @@
 #!/bin/bash
-# Issue 12, device call 2 of 2 (same warm machine as speed_a.sh): the LLaDA-8B side by side (every
-# algorithm at T 0, LLaDA's recommended sampling), torch's GPU linspace against dlm's timesteps, and
-# a second Dream-7B repetition in the time left. Results in $OUT.
+# Issue 12, device call 2 of 3 (same warm machine as speed_a.sh): side by side with llama-diffusion-cli,
+# each side with its own default threads, every algorithm: Dream-7B shape at Dream's recommended
+# sampling (dlm's Dream default) and T 0; LLaDA-8B shape at T 0 (LLaDA's recommended) and T 0.5. $OUT.
 . scripts/device/speed_common.sh
 exec > >(tee -a $OUT/log_b.txt) 2>&1
-left() { echo $(( 575 - ($(date +%s) - T0) )); }
-[ -x $L/llama-diffusion-cli ] && [ -f $ML ] && [ -f $MD ] || { echo "call 1's build is gone (cold machine): run speed_a.sh again"; exit 3; }
-build_kernel || exit 1
+need_build; build_kernel || exit 1
 export LLAMA_CPP_LIB_PATH=$L
-stamp "torch.linspace on the GPU against dlm's float32 timesteps"
-timeout 60 python3 -c "
-import torch, numpy as np
-from dlmcli.engine.schedule import timesteps
-bad = [(n, e) for n in range(1, 400) for e in (1e-3, 0.01, 0.05, 0.1) if torch.linspace(1, e, n + 1, device='cuda').cpu().numpy().tobytes() != timesteps(n, e).tobytes()]
-print('torch', torch.__version__, 'cuda linspace vs dlm timesteps: mismatches', len(bad), bad[:5])
-"
-stamp "LLaDA-8B shape: block 32, 16 steps, T 0 (LLaDA's recommended sampling), every algorithm"
-timeout 240 python3 scripts/bench_vs_llama_cpp.py $COMMON --model $ML --prompt-len 32 --gen-length 256 --steps 16 \
-  --schedules block --algorithms low-confidence,margin,entropy,random,origin --samplings t0 --ngl 999 --threads 16 \
-  --reps 1 --ref-topk40 --out $OUT/llada8b.json
-stamp "Dream-7B again, reversed order ($(left) s left)"
-timeout $(left) python3 scripts/bench_vs_llama_cpp.py $COMMON --model $MD --prompt-len 32 --gen-length 256 --steps 16 \
-  --schedules timestep --algorithms entropy,low-confidence,margin --samplings t0.2p0.95,t0 --ngl 999 \
-  --threads 16 --reps 2 --warmup 0 --ref-topk40 --out $OUT/dream7b-2.json
+stamp "Dream-7B shape: timestep, gen 256, 16 steps, defaults' threads"
+timeout 300 python3 scripts/bench_vs_llama_cpp.py $COMMON --model $MD --prompt-len 32 --gen-length 256 --steps 16 \
+  --schedules timestep --algorithms entropy,low-confidence,margin,random,origin --samplings t0.2p0.95,t0 --ngl 999 \
+  --threads 0 --reps 1 --warmup 1 --ref-topk40 --out $OUT/dream7b.json
+stamp "LLaDA-8B shape: block 32, gen 256, 32 steps, T 0, every algorithm ($(left) s left)"
+timeout 170 python3 scripts/bench_vs_llama_cpp.py $COMMON --model $ML --prompt-len 32 --gen-length 256 --steps 32 \
+  --schedules block --algorithms low-confidence,margin,entropy,random,origin --samplings t0 --ngl 999 --threads 0 \
+  --reps 1 --warmup 0 --ref-topk40 --out $OUT/llada8b.json
+stamp "LLaDA-8B shape: T 0.5 and T 0.5 top-p 0.95, low-confidence ($(left) s left)"
+timeout $(left) python3 scripts/bench_vs_llama_cpp.py $COMMON --model $ML --prompt-len 32 --gen-length 256 --steps 32 \
+  --schedules block --algorithms low-confidence --samplings t0.5,t0.5p0.95 --ngl 999 --threads 0 \
+  --reps 1 --warmup 0 --out $OUT/llada8b-t05.json
 stamp end
