@@ -10,8 +10,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_API = {"load", "generate", "Model", "Generation", "Result", "Timings",
-        "infill", "InfillGeneration", "InfillResult", "FilledSpan"}
+# A literal list, so that tools that read __all__ without running the module (linters, IDEs) see it.
+__all__ = ["Conversation", "FilledSpan", "Generation", "GenerationParams", "InfillGeneration", "InfillResult",
+           "Model", "Result", "Step", "Timings", "generate", "infill", "load"]
+_API = set(__all__) - {"Conversation", "Step", "GenerationParams"}
 
 
 def __getattr__(name):
@@ -32,9 +34,6 @@ def __getattr__(name):
 
         return GenerationParams
     raise AttributeError(f"module 'dlmcli' has no attribute {name!r}")
-
-
-__all__ = sorted(_API | {"Conversation", "Step", "GenerationParams"})
 
 
 def run() -> None:

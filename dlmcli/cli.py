@@ -81,17 +81,17 @@ def boundary(fn):
             return fn(*args, **kwargs)
         except DlmError as e:
             err(f"Error: {e.cli_message()}")
-            raise typer.Exit(e.exit_code)
+            raise typer.Exit(e.exit_code) from None
         except (KeyboardInterrupt, Terminated) as e:
-            raise typer.Exit(_report_signal(e))
+            raise typer.Exit(_report_signal(e)) from None
         except BrokenPipeError:
             _quiet_broken_pipe()
-            raise typer.Exit(0)
+            raise typer.Exit(0) from None
         except OSError as e:
             if e.errno not in _WRITE_FAILURES:
                 raise  # anything else is a bug: keep the traceback
             err(f"Error: cannot write {e.filename or 'the output'}: {e.strerror}")
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -495,7 +495,7 @@ def _run_batch(m, prompts: list[tuple[int, str]], batch_size: int, params, syste
         group = prompts[first:first + batch_size]
         out: dict[int, object] = {}
         runs: list[list[tuple[int, list[int]]]] = [[]]  # contiguous good lines: sequence numbers stay stable
-        for i, (line, text) in enumerate(group, first):
+        for i, (_line, text) in enumerate(group, first):
             try:
                 toks = m.prompt_tokens(text, system=system, raw=raw)
                 m.check_prompt(toks, params)

@@ -144,7 +144,7 @@ def passes(args) -> dict:
             canvas = np.concatenate([rng.integers(8, 100, plen), np.full(args.gen_length, mask)]).astype(np.int32)
             n, bl = len(canvas), args.block_length
             t = {"off": [], "full": [], "partial": {}}
-            for rep in range(args.reps):
+            for _rep in range(args.reps):
                 t0 = time.perf_counter()
                 off.forward([canvas])
                 t["off"].append(time.perf_counter() - t0)

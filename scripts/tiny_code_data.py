@@ -101,7 +101,7 @@ def load_sources(lib: str, manifest=None) -> dict[str, str]:
     """The manifest's files from LIB, each checked against its sha256."""
     rows = manifest if manifest is not None else read_manifest()
     out = {}
-    for rel, sha, split in rows:
+    for rel, sha, _split in rows:
         data = open(os.path.join(lib, rel), "rb").read()
         if hashlib.sha256(data).hexdigest() != sha:
             sys.exit(f"Error: {rel} under {lib} differs from the manifest; use CPython {PYTHON_VERSION}'s Lib/")

@@ -373,7 +373,7 @@ def eval_prompts(seed: int, n: int, held: bool | None = None):
 def build_canvases(items, mode: str):
     """Canvases for one eval mode: chat (prompt + GEN masks), raw-answer / raw-word infill."""
     rows, starts, answers = [], [], []
-    for kind, q, ans, operand in items:
+    for _kind, q, ans, operand in items:
         if mode == "chat":
             p = chat_prompt_ids(q)
             rows.append(p + [MASK] * GEN)

@@ -373,8 +373,6 @@ def export(out: str, path: str, dtype: str = "q8_0", defaults: dict | None = Non
 
 
 def llama_tokenize(model_ptr, text: str, add_special: bool = False) -> list[int]:
-    import ctypes
-
     import llama_cpp as L
 
     vocab = L.llama_model_get_vocab(model_ptr)

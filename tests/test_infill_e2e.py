@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import types
 
-import numpy as np
 import pytest
 
-from dlmcli.api import Model
 from dlmcli.cli import _warn_cut_forces
 from dlmcli.engine.params import ALGORITHMS, SCHEDULES
 

@@ -128,7 +128,7 @@ def test_corpus_manifest_matches_the_training_script():
     assert rows == sorted(rows) and len({r for r, _, _ in rows}) == len(rows)
     for rel, sha, split in rows:
         assert split == data.split_of(rel), rel
-        assert len(sha) == 64 and not rel.split("/")[0] in data.SKIP_DIRS
+        assert len(sha) == 64 and rel.split("/")[0] not in data.SKIP_DIRS
     held = {rel for rel, _, split in rows if split == "heldout"}
     assert {f"{m}.py" for m in data.HELD_OUT} <= held
     # The shipped model records which manifest and tokenizer it was trained with.

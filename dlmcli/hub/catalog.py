@@ -8,7 +8,7 @@ and the ones inferred from the uploader's naming).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 # Per-family generation defaults live in dlmcli.defaults (one table for the whole program).
 from ..defaults import FAMILY_DEFAULTS  # noqa: E402

@@ -232,7 +232,7 @@ def read_trace(path: str | Path) -> Trace:
     vocab = {int(k): v for k, v in header.get("vocab", {}).items()}
     steps, end = [], None
     try:
-        for n, obj in records[1:]:
+        for _n, obj in records[1:]:
             kind = obj.get("type")
             if kind == "step":
                 vocab.update({int(k): v for k, v in obj.get("vocab", {}).items()})

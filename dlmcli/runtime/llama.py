@@ -99,7 +99,7 @@ class Devices:
 
     def check(self) -> None:
         """Refuse bad values before anything is loaded or contacted."""
-        self.endpoints
+        _ = self.endpoints  # parsed only for its errors (a bad --rpc)
         self.split()
         if self.split_mode is not None and self.split_mode not in SPLIT_MODES:
             raise UsageError(f"--split-mode {self.split_mode!r}: use none, layer or row")

@@ -17,9 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
