@@ -21,18 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .runtime.llama import ALL_LAYERS, Devices, Runtime  # first: llama_cpp before numpy
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 from . import defaults
 from . import placeholders as infill_text
 from .engine.denoise import VocabInfo, denoise_batch
 from .engine.events import Step
-from .engine.params import GenerationParams
+from .engine.params import MAX_LENGTH, GenerationParams
 from .engine.scoring import default_threads
 from .errors import GenerationError, ModelError, UsageError, param
 from .messages import check_messages, plain_transcript
+from .runtime.llama import ALL_LAYERS, Devices, Runtime
 from .template import render_chat
 
 
@@ -550,7 +549,7 @@ class Model:
         parts = [p if isinstance(p, infill_text.Span) else
                  self.runtime.tokenize(p, add_special=False, parse_special=False) for p in pieces]
         total = len(prefix) + sum(p.length if isinstance(p, infill_text.Span) else len(p) for p in parts)
-        limit = self.n_ctx_train or 1 << 20  # checked before any list of that size is built
+        limit = self.n_ctx_train or MAX_LENGTH  # checked before any list of that size is built
         if total > limit:
             longest = max(infill_text.spans(pieces), key=lambda sp: sp.length)
             raise GenerationError(f"the text and its spans need {total} positions but {self.name} has a context "

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dlmcli.runtime import native  # noqa: E402  (llama.cpp before numpy, as dlm loads it)
+from dlmcli.runtime import native  # noqa: E402  (after the sys.path insert)
 from dlmcli.runtime.llama import LlamaBatch, LlamaModel  # noqa: E402
 from dlmcli.runtime.native import lib  # noqa: E402
 

@@ -73,7 +73,7 @@ def accuracy(args) -> dict:
 
 def speed(args) -> dict:
     from dlmcli.api import Model
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     tmp = Path(tempfile.mkdtemp(prefix="dlm-kvbench-"))
     path = tmp / "bench-small.gguf"
@@ -125,12 +125,12 @@ def passes(args) -> dict:
     and its partial pass at each block of the answer (window + suffix)."""
     import numpy as np
 
-    from dlmcli.ggufgen import CharVocab
+    from tools.ggufgen import CharVocab
     from dlmcli.runtime.llama import Runtime
 
     tmp = Path(tempfile.mkdtemp(prefix="dlm-kvbench-"))
     path = tmp / "bench-small.gguf"
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     write_random_gguf(path, "llada", seed=0, n_layer=4, n_embd=512, n_head=8, n_ff=1536, n_vocab=32280,
                       context_length=4096, chat_template=None)

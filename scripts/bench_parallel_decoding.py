@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dlmcli.api import load  # noqa: E402  (llama_cpp before numpy)
+from dlmcli.api import load  # noqa: E402  (after the sys.path insert)
 from dlmcli.errors import UsageError  # noqa: E402
 
 import numpy as np  # noqa: E402

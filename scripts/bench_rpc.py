@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dlmcli.api import Model  # noqa: E402  (llama_cpp before numpy)
+from dlmcli.api import Model  # noqa: E402  (after the sys.path insert)
 from dlmcli.runtime import rpc  # noqa: E402
 
 

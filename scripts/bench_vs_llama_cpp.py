@@ -103,7 +103,7 @@ def build(args) -> Path:
 # --- the model ------------------------------------------------------------------------------------
 def write_llada8b_f16(path: Path) -> None:
     """Random weights with LLaDA-8B's shapes, F16 (~16 GB; one array per shape, ~1 min)."""
-    from dlmcli.ggufgen import LLADA_8B_SHAPES as s, LLADA_8B_VOCAB, write_random_gguf
+    from tools.ggufgen import LLADA_8B_SHAPES as s, LLADA_8B_VOCAB, write_random_gguf
 
     tmp = path.with_suffix(".tmp")
     t0 = time.time()
@@ -116,7 +116,7 @@ def write_llada8b_f16(path: Path) -> None:
 
 def write_dream7b_f16(path: Path) -> None:
     """Random weights with Dream-7B's shapes (Qwen2.5-7B: GQA 28/4 heads, q/k/v biases), F16."""
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     tmp = path.with_suffix(".tmp")
     t0 = time.time()
@@ -131,7 +131,7 @@ BIG_MODELS = {"llada8b": write_llada8b_f16, "dream7b": write_dream7b_f16}
 
 
 def make_model(args, bindir: Path) -> Path:
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     d = Path(args.build_dir) / "models"
     d.mkdir(parents=True, exist_ok=True)

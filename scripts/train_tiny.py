@@ -9,7 +9,7 @@ accuracy in PyTorch, and exports ``tiny-<arch>.gguf`` (needs torch, numpy and th
 PyTorch model fed the exported weights, and measures accuracy again through llama.cpp's logits with
 the decoding dlm uses. Everything is seeded.
 
-Tasks, in the exact token layout dlm builds (see dlmcli/ggufgen.py for the tokenizer and template):
+Tasks, in the exact token layout dlm builds (see tools/ggufgen.py for the tokenizer and template):
   chat:  [BOS] <|user|>reverse hello<|end|><|assistant|>  olleh + EOS padding (16 positions)
   raw:   [BOS] reverse hello = olleh      and      [BOS] add 12 34 = 46   (masked anywhere)
 """
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from dlmcli.ggufgen import CHAT_TEMPLATE, CharVocab, render_chat  # noqa: E402
+from tools.ggufgen import CHAT_TEMPLATE, CharVocab, render_chat  # noqa: E402
 
 VOCAB = CharVocab()
 V = len(VOCAB)
@@ -523,7 +523,7 @@ def torch_logits_fn(model):
 
 
 def export(model, arch: str, path: str, dtype: str = "f16") -> None:
-    from dlmcli.ggufgen import write_gguf
+    from tools.ggufgen import write_gguf
 
     cfg = model.cfg
     extra = {"dlm.gen_length": GEN, "dlm.steps": 16, "general.description":

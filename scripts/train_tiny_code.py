@@ -352,7 +352,7 @@ def cmd_export(args) -> None:
 
 
 def export(out: str, path: str, dtype: str = "q8_0", defaults: dict | None = None, model=None) -> None:
-    from dlmcli.ggufgen import BPEVocab, write_gguf
+    from tools.ggufgen import BPEVocab, write_gguf
 
     model = model if model is not None else load_model(out)
     vocab = Vocab()

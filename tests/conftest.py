@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def gguf_dir(tmp_path_factory) -> Path:
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     d = tmp_path_factory.mktemp("ggufs")
     # std 0.5 gives peaked, well-separated logits, so confidence orderings have no near-ties.

@@ -142,7 +142,7 @@ ROWS = [
 @pytest.fixture(scope="module")
 def paths(gguf_dir, tmp_path_factory) -> dict[str, str]:
     """Broken files, each a row's input; the good ones come from conftest's gguf_dir."""
-    from dlmcli.ggufgen import CHAT_TEMPLATE, CharVocab, random_tensors, write_gguf, write_random_gguf
+    from tools.ggufgen import CHAT_TEMPLATE, CharVocab, random_tensors, write_gguf, write_random_gguf
 
     d = tmp_path_factory.mktemp("bad")
     p = {"dir": str(d), "missing": str(d / "missing.gguf"), "nodir": str(d / "no" / "such" / "t.jsonl")}
@@ -414,7 +414,7 @@ def test_ctrl_c_during_model_load(paths):
 @pytest.fixture(scope="module")
 def slow_model(tmp_path_factory) -> Path:
     """Big enough that one forward pass over 1024 positions takes a second or more on a CPU."""
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     path = tmp_path_factory.mktemp("slow") / "slow.gguf"
     write_random_gguf(path, "llada", n_layer=8, n_embd=512, n_ff=1536, context_length=2048)

@@ -1,14 +1,14 @@
-"""dlmcli.ggufgen writes files that real llama.cpp loads, tokenizes and runs."""
+"""tools.ggufgen writes files that real llama.cpp loads, tokenizes and runs."""
 
 from __future__ import annotations
 
 import ctypes
 
-import llama_cpp as L  # before numpy: see llama_cpp_notes.md (a load segfault seen on the GPU device)
+import llama_cpp as L
 import numpy as np
 import pytest
 
-from dlmcli.ggufgen import CHAT_TEMPLATE, CharVocab, render_chat, write_gguf, random_tensors, write_random_gguf
+from tools.ggufgen import CHAT_TEMPLATE, CharVocab, render_chat, write_gguf, random_tensors, write_random_gguf
 
 L.llama_backend_init()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dlmcli.ggufgen import CharVocab, write_random_gguf
+from tools.ggufgen import CharVocab, write_random_gguf
 from dlmcli.hub import BUNDLED_DIR
 
 from .conftest import run_dlm
@@ -159,7 +159,7 @@ def test_twin_header_refuses_other_archs(gguf_dir):
 def test_twin_header_refuses_what_the_diffusion_graph_ignores(tmp_path):
     """llama.cpp's llada graph skips an attention-output bias its llama twin would add."""
     from dlmcli.errors import ModelError
-    from dlmcli.ggufgen import random_tensors, write_gguf
+    from tools.ggufgen import random_tensors, write_gguf
     from dlmcli.runtime.twin import TwinHeader
 
     t = random_tensors("llada", n_vocab=len(CharVocab()), n_layer=1, n_embd=32, n_head=2, n_ff=64)

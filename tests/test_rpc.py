@@ -83,7 +83,7 @@ def servers():
 @pytest.fixture(scope="module")
 def deep_model(tmp_path_factory) -> Path:
     """A random llada with several layers, so two hosts each get some."""
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     path = tmp_path_factory.mktemp("rpc") / "deep.gguf"
     write_random_gguf(path, "llada", seed=7, n_layer=6, std=0.5, context_length=128)
@@ -196,7 +196,7 @@ def test_protocol_version_mismatch_names_both_versions():
 @needs_rpc
 def test_host_killed_in_the_middle_of_a_run(tmp_path):
     """The rpc-server dies between two passes: ggml would abort(); dlm says which host, exits 1."""
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     model = write_random_gguf(tmp_path / "m.gguf", "llada", seed=3, n_layer=4, std=0.5, context_length=256)
     server = Server()
@@ -348,7 +348,7 @@ def test_two_models_in_one_process_share_a_host(servers):
 def test_ctrl_c_ends_a_pass_stuck_on_a_frozen_host(tmp_path):
     """A host that keeps its connection but stops answering (here SIGSTOP): llama.cpp waits forever and
     never calls back into Python; Ctrl-C or SIGTERM still ends dlm, with its usual line and status."""
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     model = write_random_gguf(tmp_path / "m.gguf", "llada", seed=3, n_layer=2, std=0.5, context_length=256)
     server = Server()

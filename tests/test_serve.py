@@ -100,7 +100,7 @@ def metric(text: str, name: str) -> float:
 @pytest.fixture(scope="module")
 def slow_gguf(tmp_path_factory):
     """A random model with room for long canvases: a 1024-step run lasts seconds."""
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     path = tmp_path_factory.mktemp("serve") / "long.gguf"
     write_random_gguf(path, "llada", seed=5, context_length=2048)

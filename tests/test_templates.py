@@ -60,7 +60,7 @@ def test_hostile_or_broken_templates_fail_safely(template, needle, thread):
 
 
 def test_cli_reports_a_hostile_template_in_one_line(tmp_path):
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     path = write_random_gguf(tmp_path / "evil.gguf", "llada", chat_template="{{ ''.__class__.__base__.__subclasses__() }}")
     r = run_dlm("generate", "-m", path, "-n", "4", "hi")

@@ -94,7 +94,7 @@ def test_system_prompt_is_understood(model):
 def test_metadata(model, arch, shift):
     import llama_cpp as L
 
-    from dlmcli.ggufgen import CHAT_TEMPLATE, CharVocab
+    from tools.ggufgen import CHAT_TEMPLATE, CharVocab
 
     path = BUNDLED_DIR / f"{model}.gguf"
     assert path.stat().st_size < 8 * 2**20

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from dlmcli.render.trace import TraceWriter, read_trace
 
 from .conftest import run_dlm
 from .fake_run import MASK, SCRIPT, fake_run, token_text
+
+DATA = Path(__file__).parent / "data"
 
 
 def write_trace(path, finish=True, **kw):
@@ -38,7 +41,7 @@ def test_round_trip_is_exact(tmp_path):
     t = read_trace(path)
     assert t.complete and not t.torn and len(t.steps) == len(steps)
     for got, want in zip(t.steps, steps):
-        for f in ("index", "steps", "block", "n_blocks", "block_start", "block_end", "gen_start", "masks_left",
+        for f in ("index", "planned_steps", "block", "n_blocks", "block_start", "block_end", "gen_start", "masks_left",
                   "forward_s", "sampling_s", "seq"):
             assert getattr(got, f) == getattr(want, f), f
         assert got.canvas.dtype == np.int32 and got.canvas.tolist() == want.canvas.tolist()
@@ -62,10 +65,11 @@ def test_trace_lines_are_json_with_a_header_and_an_end(tmp_path):
     records = [json.loads(line) for line in lines]
     assert [r["type"] for r in records] == ["header"] + ["step"] * len(steps) + ["end"]
     head = records[0]
-    assert head["format"] == "dlm-trace" and head["version"] == 1
+    assert head["format"] == "dlm-trace" and head["version"] == 2
     assert {"model", "prompt", "params", "canvas", "vocab", "gen_start", "mask_id"} <= set(head)
     assert head["vocab"][str(MASK)] == "<|mask|>"
     step = records[1]
+    assert "steps" not in step and step["planned_steps"] == steps[0].planned_steps
     assert {"index", "block", "canvas", "positions", "tokens", "confidences", "forward_s", "sampling_s"} <= set(step)
     assert "NaN" not in path.read_text()
 
@@ -81,6 +85,19 @@ def test_partial_and_torn_traces_read_as_incomplete(tmp_path):
     torn.write_bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 40])  # cut inside the last step
     t = read_trace(torn)
     assert t.torn and not t.complete and len(t.steps) == len(steps) - 1
+
+
+def test_a_version_1_trace_still_replays():
+    # Written by `dlm generate -m tiny-llada --trace F "reverse hello"` before version 2 renamed a step's
+    # "steps" (passes planned) to "planned_steps".
+    path = DATA / "trace-v1.jsonl"
+    assert json.loads(path.read_text().splitlines()[1])["steps"] == 16
+    t = read_trace(path)
+    assert t.complete and len(t.steps) == t.end["steps"] == 8 and all(s.planned_steps == 16 for s in t.steps)
+    r = run_dlm("replay", path)
+    assert r.returncode == 0 and r.stdout == b"olleh\n" and r.stderr == b"", r.stderr
+    r = run_dlm("replay", path, "--visual", "--speed", "0")
+    assert r.returncode == 0 and "olleh" in r.stderr.decode() and "8 steps" in r.stderr.decode(), r.stderr
 
 
 @pytest.mark.parametrize("content,needle", [

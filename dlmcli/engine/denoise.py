@@ -213,7 +213,7 @@ class Scheduler:
         index = s.passes
         s.passes += 1
         return Step(
-            index=index, steps=p.steps, block=block_now, n_blocks=s.n_blocks, block_start=b_start,
+            index=index, planned_steps=p.steps, block=block_now, n_blocks=s.n_blocks, block_start=b_start,
             block_end=b_end, gen_start=s.gen_start, canvas=canvas_view, positions=chosen, tokens=tok,
             confidences=conf, masks_left=int(np.count_nonzero(s.canvas[s.gen_start:] == vocab.mask_id)),
             forward_s=forward_s, sampling_s=time.perf_counter() - t1, seq=s.id, batch=n_active,

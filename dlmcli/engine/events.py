@@ -12,7 +12,7 @@ class Step:
     """What one forward pass did to one sequence's canvas."""
 
     index: int  # 0-based forward-pass number
-    steps: int  # forward passes planned; early stop may end sooner
+    planned_steps: int  # forward passes planned; early stop may end sooner (Result.steps: passes run)
     block: int  # 0-based active block (always 0 in the timestep schedule)
     n_blocks: int  # blocks in the schedule (1 in the timestep schedule)
     block_start: int  # canvas index where the active block starts
@@ -31,3 +31,8 @@ class Step:
     @property
     def done(self) -> bool:
         return self.masks_left == 0
+
+    @property
+    def steps(self) -> int:
+        """The old name of ``planned_steps`` (docs showed ``step.steps``); kept so that code still runs."""
+        return self.planned_steps

@@ -38,10 +38,6 @@ class CatalogEntry:
         """gen_length, steps, block_length, schedule, algorithm, temperature, top_p... as plain values."""
         return dict(self.default_items)
 
-    @property
-    def family(self) -> str:
-        return self.arch
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -28,9 +28,9 @@ from ..errors import DlmError
 from .base import RunInfo
 
 FORMAT = "dlm-trace"
-VERSION = 1
+VERSION = 2  # 2: a step's passes planned are "planned_steps" (version 1 called them "steps")
 
-STEP_FIELDS = ("index", "steps", "block", "n_blocks", "block_start", "block_end", "gen_start", "masks_left",
+STEP_FIELDS = ("index", "planned_steps", "block", "n_blocks", "block_start", "block_end", "gen_start", "masks_left",
                "forward_s", "sampling_s", "seq")
 
 
@@ -179,12 +179,12 @@ class Trace:
         return "".join(out)
 
 
-def _step_from(obj: dict) -> Step:
+def _step_from(obj: dict, version: int) -> Step:
     canvas = np.array(obj["canvas"], dtype=np.int32)
     canvas.setflags(write=False)
     conf = np.array([math.nan if c is None else c for c in obj["confidences"]], dtype=np.float64)
     return Step(
-        index=int(obj["index"]), steps=int(obj["steps"]), block=int(obj["block"]), n_blocks=int(obj["n_blocks"]),
+        index=int(obj["index"]), planned_steps=int(obj["planned_steps" if version >= 2 else "steps"]), block=int(obj["block"]), n_blocks=int(obj["n_blocks"]),
         block_start=int(obj["block_start"]), block_end=int(obj["block_end"]), gen_start=int(obj["gen_start"]),
         canvas=canvas, positions=np.array(obj["positions"], dtype=np.int64),
         tokens=np.array(obj["tokens"], dtype=np.int32), confidences=conf, masks_left=int(obj["masks_left"]),
@@ -225,8 +225,12 @@ def read_trace(path: str | Path) -> Trace:
     if not records or records[0][1].get("type") != "header" or records[0][1].get("format") != FORMAT:
         raise DlmError(f"{path} is not a dlm trace (no header); write one with 'dlm generate --trace FILE'")
     header = records[0][1]
-    if int(header.get("version", 0)) > VERSION:
-        raise DlmError(f"{path} is a version {header['version']} trace; this dlm reads version {VERSION}: "
+    try:
+        version = int(header.get("version", 1))
+    except (TypeError, ValueError):
+        raise DlmError(f"{path}: malformed trace header (version {header.get('version')!r})") from None
+    if version > VERSION:
+        raise DlmError(f"{path} is a version {version} trace; this dlm reads versions up to {VERSION}: "
                        f"upgrade dlm")
 
     vocab = {int(k): v for k, v in header.get("vocab", {}).items()}
@@ -236,7 +240,7 @@ def read_trace(path: str | Path) -> Trace:
             kind = obj.get("type")
             if kind == "step":
                 vocab.update({int(k): v for k, v in obj.get("vocab", {}).items()})
-                steps.append(_step_from(obj))
+                steps.append(_step_from(obj, version))
             elif kind == "end":
                 end = obj
             # other types: written by a newer dlm; skipped

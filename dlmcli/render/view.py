@@ -249,7 +249,7 @@ class ViewState:
         self.block = step.block
         self.block_start = step.block_start
         self.step_count = step.index + 1
-        self.steps = step.steps
+        self.steps = step.planned_steps
         self.masks_left = step.masks_left
         self.chosen += int(np.count_nonzero(~np.isnan(np.asarray(step.confidences, dtype=np.float64)[keep])))
         self.compute_s += step.forward_s + step.sampling_s

@@ -25,12 +25,11 @@ from __future__ import annotations
 import ctypes
 from typing import Sequence
 
-from . import native
-from .native import lib
-
-import numpy as np  # noqa: E402  (after llama_cpp on purpose)
+import numpy as np
 
 from ..errors import Aborted, GenerationError
+from . import native
+from .native import lib
 
 GGML_TYPE_F32 = 0
 FLASH_ATTN_AUTO, FLASH_ATTN_OFF = -1, 0  # enum llama_flash_attn_type

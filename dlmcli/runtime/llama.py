@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import native, rpc
-from .native import lib
-
-import numpy as np  # noqa: E402  (after llama_cpp on purpose)
-import numpy.ctypeslib  # noqa: E402,F401  (loaded now, not lazily during the first pass: see engine/denoise.py)
+import numpy as np
+import numpy.ctypeslib  # noqa: F401  (loaded now, not lazily during the first pass: see engine/denoise.py)
 
 from ..errors import Aborted, GenerationError, ModelError, UsageError, param
+from . import native, rpc
+from .native import lib
 from .kvcache import PrefixCache
 from .twin import TWIN_ARCH, TwinFile, TwinHeader
 

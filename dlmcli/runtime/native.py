@@ -28,7 +28,7 @@ def _global_libstdcxx() -> None:
 
 _global_libstdcxx()
 
-import llama_cpp.llama_cpp as lib  # noqa: E402,F401  (loaded before numpy)
+import llama_cpp.llama_cpp as lib  # noqa: E402  (after the libstdc++ promotion above)
 
 _lock = threading.Lock()
 _state = {"init": False, "verbose": False, "callback": None, "capture": None}

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..engine.params import _divisor_near
+from ..engine.params import MAX_LENGTH, _divisor_near
 from ..errors import DlmError, GenerationError, UsageError
 from ..render.text import unit_confidence
 from .answer import Answer
@@ -172,9 +172,9 @@ def parse_options(body: dict, served: Served, state: ServerState) -> tuple[dict,
     if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
         raise ApiError(400, "'response_format' can only be {\"type\": \"text\"}", param="response_format")
     over = dict(state.defaults)
-    length = _int(body, "max_completion_tokens", 1, 1 << 20)
+    length = _int(body, "max_completion_tokens", 1, MAX_LENGTH)
     if length is None:
-        length = _int(body, "max_tokens", 1, 1 << 20)
+        length = _int(body, "max_tokens", 1, MAX_LENGTH)
     if length is not None:
         over["gen_length"] = length
     for name in INT_FIELDS:
@@ -369,7 +369,7 @@ def denoising_info(served: Served, step, gen_start: int, algorithm: str) -> dict
                           "text": m.runtime.piece(tok).decode("utf-8", "replace"), "eog": tok in eog,
                           "confidence": None if math.isnan(conf) else conf,
                           "score": None if math.isnan(u) else round(u, 4)})
-    return {"step": step.index, "steps": step.steps, "block": step.block, "n_blocks": step.n_blocks,
+    return {"step": step.index, "steps": step.planned_steps, "block": step.block, "n_blocks": step.n_blocks,
             "committed": committed, "masks_left": step.masks_left, "batch": step.batch}
 
 

@@ -433,12 +433,3 @@ def write_random_gguf(
     )
     return os.fspath(path)
 
-
-def write_llada_8b_shaped_gguf(path: str | os.PathLike, *, dtype: str = "f16", seed: int = 0,
-                               context_length: int = 4096) -> str:
-    """Random weights with LLaDA-8B's exact shapes (about 16 GB at f16, 8.5 GB at q8_0), for GPU benchmarks."""
-    s = LLADA_8B_SHAPES
-    return write_random_gguf(
-        path, "llada", seed=seed, n_layer=s.n_layer, n_embd=s.n_embd, n_head=s.n_head, n_ff=s.n_ff,
-        n_vocab=LLADA_8B_VOCAB, context_length=context_length, dtype=dtype, name="random-llada-8b-shape",
-    )
