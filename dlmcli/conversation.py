@@ -127,7 +127,7 @@ class Turn(Generation):
         self.start = start
         self.dropped = sum(1 for m in conversation.history[:start] if m["role"] == "user")
         self._version = conversation._version
-        self._committed = None
+        self._committed: Result | None = None
 
     def result(self) -> "Result":
         if self._committed is None:

@@ -148,6 +148,7 @@ class _Helper:
             if self._proc is None or self._proc.poll() is not None:
                 self._proc = self._start()
             proc = self._proc
+            assert proc.stdin is not None and proc.stdout is not None  # both are pipes (_start)
             try:
                 proc.stdin.write(struct.pack("<I", len(data)) + data)
                 proc.stdin.flush()
@@ -214,6 +215,7 @@ def _serve() -> None:
         if len(head) < 4:
             return
         req = json.loads(inp.read(struct.unpack("<I", head)[0]))
+        reply: dict[str, object]
         try:
             reply = {"text": _render_here(req.pop("template"), req.pop("messages"), **req)}
         except ModelError as e:

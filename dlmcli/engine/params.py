@@ -117,7 +117,7 @@ class GenerationParams:
 
 def _divisor_near(n: int, target: int) -> int:
     # Divisors come in pairs (d, n // d) with d <= sqrt(n): O(sqrt n), not O(n).
-    divisors = set()
+    divisors: set[int] = set()
     for d in range(1, math.isqrt(n) + 1):
         if n % d == 0:
             divisors.update((d, n // d))

@@ -55,6 +55,7 @@ def threshold_count(sorted_conf: np.ndarray, threshold: float | None, factor: fl
     if threshold is not None:
         n = int(np.count_nonzero(sorted_conf >= threshold))
     else:
+        assert factor is not None, "threshold_count needs a threshold or a factor"
         ranks = np.arange(1, sorted_conf.size + 1)
         ok = sorted_conf >= 1.0 - factor / (ranks + 1)
         n = int(np.argmin(ok)) if not ok.all() else int(ok.size)

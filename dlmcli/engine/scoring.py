@@ -30,7 +30,7 @@ import numpy as np
 try:
     from dlmcli.engine import _rowscore
 except ImportError:  # not built (no compiler at install time): the numpy path below does the same
-    _rowscore = None
+    _rowscore = None  # type: ignore[assignment]  # optional module: every call is behind _kernel_reads()
 
 # Dream adds this inside the log of its entropy confidence; kept so scores match its code.
 ENTROPY_EPS = 1e-10
@@ -255,6 +255,7 @@ def _sample_numpy(rows: "Rows", algorithm: str, temperature: float, top_k: int, 
         z /= temperature
     filter_logits(z, top_k, top_p)
     if temperature > 0:
+        assert u is not None  # drawn whenever temperature > 0 (sample())
         idx = _inverse_cdf(_softmax64(z), u)
     else:
         idx = np.argmax(z, axis=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence, Set as AbstractSet
 from typing import Annotated
 
 import click
@@ -153,7 +154,7 @@ def info(
     typer.echo(_columns([(k, v) for k, v in rows if v != ""]))
 
 
-def _columns(rows: list[tuple[str, ...]], right: set[int] = frozenset()) -> str:
+def _columns(rows: Sequence[tuple[str, ...]], right: AbstractSet[int] = frozenset()) -> str:
     """Plain aligned columns: stays intact when piped, whatever the terminal width."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
@@ -211,9 +212,9 @@ def config_get(key: Annotated[str, typer.Argument(help="Setting name: model.")] 
         typer.echo(value)
         _err().print(f"from {source}", style="dim")
         return
-    value = cfg.get_value(key)
-    if value is not None:
-        typer.echo(value)
+    setting = cfg.get_value(key)
+    if setting is not None:
+        typer.echo(setting)
 
 
 @config_app.command("set")

@@ -108,7 +108,7 @@ def _check_key(key: str) -> None:
 
 def default_model() -> tuple[str, bool]:
     """The MODEL to use when none is given, and whether it is the bundled fallback."""
-    return default_model_with_source()[:2]  # type: ignore[return-value]
+    return default_model_with_source()[:2]
 
 
 def default_model_with_source() -> tuple[str, bool, str]:

@@ -214,17 +214,18 @@ def plan_pull(ref: ModelRef, revision: str = "main") -> RemotePlan:
     """Ask the Hub which commit and files ``ref`` means right now (one API call)."""
     from huggingface_hub import HfApi
 
-    assert ref.repo is not None
+    repo = ref.repo
+    assert repo is not None
     api = HfApi(endpoint=endpoint())
     info = _hub_call(
         lambda: api.model_info(
-            ref.repo, revision=revision, files_metadata=True, timeout=_timeout("HF_HUB_ETAG_TIMEOUT", 10)
+            repo, revision=revision, files_metadata=True, timeout=_timeout("HF_HUB_ETAG_TIMEOUT", 10)
         ),
-        ref.repo,
+        repo,
         ref.spec,
     )
     siblings = {s.rfilename: s for s in (info.siblings or [])}
-    group = select_group(list(siblings), ref.repo, ref.wanted_quant, ref.filename)
+    group = select_group(list(siblings), repo, ref.wanted_quant, ref.filename)
     files = []
     for path in group.files:
         s = siblings[path]

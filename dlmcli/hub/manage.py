@@ -114,7 +114,7 @@ def list_models() -> list[ModelRow]:
         rows.append(row)
 
     for repo, models in local_by_repo.items():
-        entry = entry_by_repo(repo)
+        known = entry_by_repo(repo)
         for m in models:
             if (repo, m.group.base) in shown:
                 continue
@@ -124,11 +124,11 @@ def list_models() -> list[ModelRow]:
                     display_name(repo, m.group),
                     "hub",
                     "downloaded",
-                    arch=entry.arch if entry else None,
+                    arch=known.arch if known else None,
                     quant=m.group.quant,
                     size=m.size,
                     repo=repo,
-                    license=entry.license if entry else None,
+                    license=known.license if known else None,
                     path=str(m.path),
                 )
             )

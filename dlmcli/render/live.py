@@ -66,6 +66,7 @@ class LiveView:
         self._live.start(refresh=True)
 
     def step(self, step) -> None:
+        assert self.state is not None, "start() comes first"
         self.state.apply(step)
         self._frame = self.state.frame(self._elapsed())
         if not self.auto_refresh and self._live is not None:

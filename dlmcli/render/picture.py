@@ -50,7 +50,8 @@ def cells(text: str) -> int:
 
 
 def _clip(text: str, width: int) -> str:
-    out, n = [], 0
+    out: list[str] = []
+    n = 0
     for ch in text:
         w = cells(ch)
         if n + w > width:
@@ -169,7 +170,8 @@ def visible_lines(text: str) -> list[str]:
 def _wrap(text: str, width_cells: int, max_lines: int = 40) -> list[str]:
     lines = []
     for part in visible_lines(text):
-        cur, n = [], 0
+        cur: list[str] = []
+        n = 0
         for ch in part:
             w = cells(ch)
             if n + w > width_cells:
@@ -239,7 +241,7 @@ def to_svg(trace: Trace, *, standalone: bool = True) -> str:
     run = Run.of(trace)
     info = trace.info
     body: list[str] = []
-    y = MARGIN
+    y: float = MARGIN
     body.append(f'<text class="t" x="{MARGIN}" y="{y + 16}">dlm · {esc(short_model_name(info.model))}</text>')
     y += 28
     prompt = _wrap(info.prompt, int(WIDTH / CHAR_W) - 8, max_lines=4) if info.prompt else []

@@ -14,12 +14,14 @@ Each line is flushed as it is written, so a trace is readable while the run goes
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -32,6 +34,10 @@ VERSION = 2  # 2: a step's passes planned are "planned_steps" (version 1 called 
 
 STEP_FIELDS = ("index", "planned_steps", "block", "n_blocks", "block_start", "block_end", "gen_start", "masks_left",
                "forward_s", "sampling_s", "seq")
+
+
+def _token_text(vocab: dict[int, str], token: int) -> str:
+    return vocab.get(int(token), f"⟨{int(token)}⟩")
 
 
 def _floats(values) -> list:
@@ -53,7 +59,7 @@ class TraceWriter:
         self._wrote = False
         self._failed = False  # a write failed: closing must not raise the same error again
         self._known: set[int] = set()
-        self._text = str
+        self._text: Callable[[int], str] = str
         self._stdout = str(path) == "-"
         self._created = not self._stdout and not self.path.exists()
         if self._stdout:  # '-': the trace is what stdout carries (the end record holds the answer)
@@ -103,7 +109,7 @@ class TraceWriter:
         })
 
     def step(self, step: Step) -> None:
-        obj = {"type": "step"}
+        obj: dict[str, Any] = {"type": "step"}
         obj.update({k: getattr(step, k) for k in STEP_FIELDS})
         obj["index"], obj["forward_s"], obj["sampling_s"] = int(step.index), float(step.forward_s), float(step.sampling_s)
         obj.update(
@@ -160,7 +166,7 @@ class Trace:
         return self.end is not None
 
     def token_text(self, token: int) -> str:
-        return self.vocab.get(int(token), f"⟨{int(token)}⟩")
+        return _token_text(self.vocab, token)
 
     @property
     def final_canvas(self) -> list[int]:
@@ -205,7 +211,8 @@ def read_trace(path: str | Path) -> Trace:
         raise DlmError(f"cannot read {path}: {e.strerror or e}") from None
     lines = raw.split(b"\n")
     unterminated = not raw.endswith(b"\n")  # every record ends with a newline when complete
-    records, torn = [], False
+    records: list[tuple[int, dict]] = []
+    torn = False
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -244,15 +251,16 @@ def read_trace(path: str | Path) -> Trace:
             elif kind == "end":
                 end = obj
             # other types: written by a newer dlm; skipped
-        trace = Trace(path=path, header=header, info=None, steps=steps, end=end, vocab=vocab, torn=torn)
-        trace.info = RunInfo(
+        info = RunInfo(
             model=str(header["model"]), prompt=str(header.get("prompt", "")),
             prompt_tokens=tuple(int(t) for t in header.get("prompt_tokens", ())),
             canvas=tuple(int(t) for t in header["canvas"]), gen_start=int(header["gen_start"]),
-            mask_id=int(header["mask_id"]), params=dict(header.get("params", {})), token_text=trace.token_text,
+            mask_id=int(header["mask_id"]), params=dict(header.get("params", {})),
+            token_text=functools.partial(_token_text, vocab),
             eog_ids=frozenset(int(t) for t in header.get("eog_ids", ())),
             fixed=tuple(int(p) for p in header.get("fixed", ())),
         )
+        trace = Trace(path=path, header=header, info=info, steps=steps, end=end, vocab=vocab, torn=torn)
     except (KeyError, TypeError, ValueError) as e:
         raise DlmError(f"{path}: malformed trace record ({type(e).__name__}: {e})") from None
     return trace

@@ -105,7 +105,7 @@ class TwinHeader:
         if version not in (2, 3):
             raise ModelError(f"{self.path}: GGUF version {version} cannot be loaded under a twin architecture")
         n_tensors, n_kv = r.u64(), r.u64()
-        kvs: list[bytes] = []
+        kvs: list[tuple[bytes, int, bytes]] = []
         arch = None
         alignment = DEFAULT_ALIGNMENT
         for _ in range(n_kv):
@@ -189,15 +189,15 @@ class TwinFile:
     def __init__(self, header: TwinHeader):
         self.h = header
         self.ptr = None
-        self._fd = os.open(header.path, os.O_RDONLY)
+        self._fd: int | None = os.open(header.path, os.O_RDONLY)
         self._pos = 0
-        self._tmp = None
+        self._tmp: str | None = None
         self._libc = _libc()
         try:
             if self._libc is not None:
                 self._callbacks = (_READ(self._read), _SEEK(self._seek), _CLOSE(lambda _c: 0))
-                io = _CookieIO(*(ctypes.cast(cb, ctypes.c_void_p) for cb in
-                                 (self._callbacks[0], None, self._callbacks[1], self._callbacks[2])))
+                read, seek, close = (ctypes.cast(cb, ctypes.c_void_p) for cb in self._callbacks)
+                io = _CookieIO(read, None, seek, close)  # no write: the stream is read-only
                 self.ptr = self._libc.fopencookie(None, b"rb", io)
             if not self.ptr:
                 self._libc = None
@@ -217,6 +217,8 @@ class TwinFile:
                 else:
                     want = min(size - done, h.size - self._pos)
                     view = (ctypes.c_char * want).from_address(buf + done)
+                    if self._fd is None:  # closed
+                        return -1
                     n = os.preadv(self._fd, [view], h.data_offset + self._pos - len(h.header))
                     if n <= 0:
                         break

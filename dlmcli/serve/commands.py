@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
             if not api_key.strip():
                 raise UsageError("--api-key is empty; pass a key or leave the option out")
         defaults = {k: opts[k] for k in GENERATION_FLAGS if opts.get(k) is not None}
-        names = model or [None]
+        names: list[str | None] = list(model) if model else [None]
         ids = [_model_id(n) if n else None for n in names]
         if len({i for i in ids if i}) != len([i for i in ids if i]):
             raise UsageError("the same model is given twice with -m")

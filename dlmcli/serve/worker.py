@@ -119,7 +119,7 @@ class ModelWorker:
                         continue
                     self._end(seq, None)
                 self._cancelled.clear()
-                admit = []
+                admit: list[Sequence] = []
                 while self._pending and len(self._active) + len(admit) < self.max_batch:
                     admit.append(self._pending.popleft())
             for seq in admit:
@@ -146,9 +146,9 @@ class ModelWorker:
                 self.metrics.observe_pass(len(steps), steps[0].forward_s,
                                           sum(len(s.positions) for s in steps))
             for st in steps:
-                seq = self._active.get(st.seq)
-                if seq is not None and not seq.cancelled:
-                    seq.on_step(st)
+                live = self._active.get(st.seq)
+                if live is not None and not live.cancelled:
+                    live.on_step(st)
             for sid, exc in self._sched.failures:
                 self._end(self._active.pop(sid), exc)
             for sid in [sid for sid in self._active if sid not in self._sched]:
