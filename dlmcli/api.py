@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from . import defaults
+from . import defaults, families
 from . import placeholders as infill_text
 from .engine.denoise import VocabInfo, denoise_batch
 from .engine.events import Step
@@ -258,15 +258,16 @@ class Model:
 
     def __init__(self, path: Path, *, name: str | None = None, n_gpu_layers: int = ALL_LAYERS,
                  n_threads: int | None = None, verbose: bool = False, catalog_defaults: dict | None = None,
+                 prompt_format: str | None = None,
                  rpc: str | Sequence[str] | None = None, split_mode: str | None = None,
                  tensor_split: str | Sequence[float] | None = None, main_gpu: int | None = None,
                  cache: str = "off"):
         self.path = Path(path)
         self.name = name or str(path)
-        catalog_defaults = dict(catalog_defaults or {})
-        # A catalog entry may say how a base model wants its prompt framed (RND1: "Question: ...").
-        self.prompt_format = catalog_defaults.pop("prompt_format", None)
-        self.catalog_defaults = {k: v for k, v in catalog_defaults.items() if k in defaults.FIELDS}
+        # A catalog entry's own generation settings (over its family's, which defaults.resolve adds) and,
+        # for a base model, how it wants its prompt framed (RND1: "Question: {prompt}\nAnswer:").
+        self.catalog_defaults = {k: v for k, v in (catalog_defaults or {}).items() if k in defaults.FIELDS}
+        self.prompt_format = prompt_format
         devices = Devices(rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
         # cache="prefix": Fast-dLLM's approximate prefix cache (docs/kv-cache.md); the model is then
         # loaded under its autoregressive twin arch, which has KV memory.
@@ -290,7 +291,7 @@ class Model:
         if not m.is_diffusion:
             raise ModelError(
                 f"{self.name} is an autoregressive model (architecture '{self.arch}'), not a diffusion LM; "
-                f"dlm runs LLaDA, LLaDA-MoE, Dream and RND1 GGUFs"
+                f"dlm runs {families.labels()} GGUFs"
             )
         mask = self.runtime.mask_id
         if mask < 0:
@@ -301,10 +302,8 @@ class Model:
         if m.n_ctx_train <= 0:  # a u32 past 2^31 reads back negative
             raise ModelError(f"{self.name} declares a context length of {m.n_ctx_train}; its metadata is broken")
         shift_raw = m.meta("diffusion.shift_logits")
-        if shift_raw is None:
-            self.shift = self.arch not in defaults.UNSHIFTED_FAMILIES
-        else:
-            self.shift = shift_raw.strip().lower() in ("true", "1")
+        declared = None if shift_raw is None else shift_raw.strip().lower() in ("true", "1")
+        self.shift = families.shift_logits(self.arch, declared)
         self.chat_template = m.chat_template()
         self.n_ctx_train = m.n_ctx_train
         # llama.cpp's own end-of-generation set (EOS, EoT, <|im_end|>, ...); ~20 ms for 150k tokens.
@@ -326,8 +325,7 @@ class Model:
                 if value > 0:
                     self.model_defaults[key.split(".", 1)[1]] = value
         # A block hint that does not divide the file's own length is a broken hint, not the user's error.
-        family = defaults.FAMILY_DEFAULTS.get(self.arch, defaults.FAMILY_DEFAULTS["llada"])
-        length = self.model_defaults.get("gen_length", family["gen_length"])
+        length = self.model_defaults.get("gen_length", families.family(self.arch).generation["gen_length"])
         block = self.model_defaults.get("block_length")
         if block and length % block:
             del self.model_defaults["block_length"]
@@ -603,7 +601,8 @@ def load(model: str | Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | 
     path = resolve_model(str(model), allow_pull=allow_pull)
     entry = catalog_entry_for(str(model))
     return Model(path, name=str(model), n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose,
-                 catalog_defaults=entry.defaults if entry else None, rpc=rpc, split_mode=split_mode,
+                 catalog_defaults=entry.overrides if entry else None,
+                 prompt_format=entry.prompt_format if entry else None, rpc=rpc, split_mode=split_mode,
                  tensor_split=tensor_split, main_gpu=main_gpu, cache=cache)
 
 

@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from .errors import DlmError, Terminated, UsageError
+from .families import labels
 from .placeholders import parse as parse_infill, parse_force
 from .render import MAX_DELAY
 
@@ -29,7 +30,7 @@ class _BoundaryGroup(TyperGroup):
 app = typer.Typer(
     name="dlm",
     cls=_BoundaryGroup,
-    help="Run diffusion language models (LLaDA, Dream, RND1) from GGUF files and watch them denoise.",
+    help=f"Run diffusion language models ({labels()}) from GGUF files and watch them denoise.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
@@ -64,7 +65,7 @@ def _root(
                                           help="Print the versions of dlm, llama-cpp-python and llama.cpp, and "
                                                "its backends, then exit.")] = False,
 ) -> None:
-    """Run diffusion language models (LLaDA, Dream, RND1) from GGUF files and watch them denoise."""
+    pass  # the app's help says what dlm is (it names the families from dlmcli.families)
 
 
 def err(message: str) -> None:

@@ -1,4 +1,4 @@
-"""Per-family defaults (what the model authors recommend) and how flags override them."""
+"""How a run's parameters are chosen: family defaults (dlmcli.families) < catalog entry < the file's hints < flags."""
 
 from __future__ import annotations
 
@@ -6,31 +6,17 @@ import dataclasses
 import math
 import numbers
 
+from . import families
 from .engine.params import MAX_LENGTH, GenerationParams
-
-# Authors' recommendations: LLaDA README/demo and Dream README (see docs/parameters.md).
-FAMILY_DEFAULTS: dict[str, dict] = {
-    "llada": dict(schedule="block", gen_length=128, steps=128, block_length=32, algorithm="low-confidence",
-                  temperature=0.0),
-    "llada-moe": dict(schedule="block", gen_length=128, steps=128, block_length=32,
-                      algorithm="low-confidence", temperature=0.0),
-    "dream": dict(schedule="timestep", gen_length=128, steps=128, algorithm="entropy", temperature=0.2,
-                  top_p=0.95, eps=1e-3),
-    "rnd1": dict(schedule="timestep", gen_length=256, steps=256, algorithm="entropy", temperature=0.2,
-                 top_p=0.95, eps=1e-3),
-}
 
 # Keys a GGUF may carry to recommend its own settings (the bundled tiny models do).
 GGUF_KEYS = {"dlm.gen_length": int, "dlm.steps": int, "dlm.block_length": int}
-
-# Families whose logits are unshifted when the GGUF has no diffusion.shift_logits key.
-UNSHIFTED_FAMILIES = ("llada", "llada-moe")
 
 FIELDS = {f.name for f in dataclasses.fields(GenerationParams)}
 
 
 def resolve(arch: str, model_defaults: dict, overrides: dict) -> GenerationParams:
-    """Merge dataclass defaults < family < model file < flags (see ``resolve_with_notes``)."""
+    """Merge dataclass defaults < family < model (catalog entry, then file) < flags (``resolve_with_notes``)."""
     return resolve_with_notes(arch, model_defaults, overrides)[0]
 
 
@@ -50,7 +36,7 @@ def resolve_with_notes(arch: str, model_defaults: dict, overrides: dict) -> tupl
     if unknown:
         raise TypeError(f"unknown generation parameters: {', '.join(sorted(unknown))}")
     # Early stop never changes the trimmed answer (docs/parameters.md), so it is on unless refused.
-    merged = dict(early_stop=True, **FAMILY_DEFAULTS.get(arch, FAMILY_DEFAULTS["llada"]))
+    merged = dict(early_stop=True, **families.family(arch).generation)
     merged.update(model_defaults)
     user = {k: v for k, v in overrides.items() if v is not None}
     if "gen_length" in user and "steps" not in user:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import HubError, ModelError
 from . import cache
-from .catalog import CATALOG, FAMILY_DEFAULTS, CatalogEntry, family_defaults
+from .catalog import CATALOG, CatalogEntry, family_defaults
 from .config import default_model
 from .manage import find_local, pending_for
 from .spec import BUNDLED_DIR, ModelRef, bundled_models, parse_spec
@@ -18,7 +18,6 @@ from .spec import BUNDLED_DIR, ModelRef, bundled_models, parse_spec
 __all__ = [
     "BUNDLED_DIR",
     "CATALOG",
-    "FAMILY_DEFAULTS",
     "CatalogEntry",
     "ModelRef",
     "bundled_models",

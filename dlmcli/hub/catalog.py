@@ -10,33 +10,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Per-family generation defaults live in dlmcli.defaults (one table for the whole program).
-from ..defaults import FAMILY_DEFAULTS  # noqa: E402
+from .. import families
 
 
 def family_defaults(arch: str) -> dict[str, Any]:
     """Generation defaults for a GGUF ``general.architecture`` value (empty for unknown archs)."""
-    return dict(FAMILY_DEFAULTS.get(arch, {}))
+    fam = families.known(arch)
+    return fam.defaults() if fam else {}
 
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    """One curated model. ``defaults`` (a fresh plain dict each time) is what generation should start from."""
+    """One curated model: where it is, and what it wants beyond its family's defaults (dlmcli.families)."""
 
     name: str  # short name, e.g. "llada-8b-instruct"
     repo: str  # Hub repo id, owner/name
     quant: str  # default quant tag, matched against the repo's file names at pull time
-    arch: str  # GGUF general.architecture: llada, llada-moe, dream, rnd1
+    arch: str  # GGUF general.architecture: a family of dlmcli.families
     license: str
     size_gb: float  # approximate download size of the default quant, in GB (10^9 bytes)
     description: str
     chat: bool  # instruct model with a chat template in the GGUF
-    default_items: tuple[tuple[str, Any], ...] = ()  # stored immutably; read them through ``defaults``
+    override_items: tuple[tuple[str, Any], ...] = ()  # generation settings over the family's (immutable)
+    prompt_format: str | None = None  # how a base model wants a plain prompt framed, "{prompt}" marking it
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The entry's own generation settings, over its family's (a fresh plain dict)."""
+        return dict(self.override_items)
 
     @property
     def defaults(self) -> dict[str, Any]:
-        """gen_length, steps, block_length, schedule, algorithm, temperature, top_p... as plain values."""
-        return dict(self.default_items)
+        """What generation starts from: its family's defaults, then its own (a fresh plain dict)."""
+        return {**families.family(self.arch).generation, **self.overrides}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,12 +55,16 @@ class CatalogEntry:
             "description": self.description,
             "chat": self.chat,
             "defaults": self.defaults,
+            "prompt_format": self.prompt_format,
         }
 
 
-def _entry(name, repo, quant, arch, license, size_gb, description, chat, **overrides) -> CatalogEntry:
-    defaults = {**FAMILY_DEFAULTS[arch], **overrides}
-    return CatalogEntry(name, repo, quant, arch, license, size_gb, description, chat, tuple(defaults.items()))
+def _entry(name, repo, quant, arch, license, size_gb, description, chat, prompt_format=None,
+           **overrides) -> CatalogEntry:
+    if families.known(arch) is None:
+        raise ValueError(f"catalog entry {name}: no family {arch!r} in dlmcli.families")
+    return CatalogEntry(name, repo, quant, arch, license, size_gb, description, chat, tuple(overrides.items()),
+                        prompt_format)
 
 
 CATALOG: tuple[CatalogEntry, ...] = (

@@ -151,6 +151,8 @@ def info(
     if entry is not None:
         rows.append(("catalog", f"{entry.name} ({entry.repo})"))
         rows.append(("defaults", ", ".join(f"{k}={v}" for k, v in entry.defaults.items())))
+        if entry.prompt_format:
+            rows.append(("prompt format", json.dumps(entry.prompt_format)))
     typer.echo(_columns([(k, v) for k, v in rows if v != ""]))
 
 
