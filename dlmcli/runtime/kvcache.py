@@ -76,14 +76,15 @@ class KVContext:
         i32p = ctypes.POINTER(ctypes.c_int32)
         base = self.seq.ctypes.data
         self._seq_ptrs = (i32p * n)(*(ctypes.cast(base + 4 * i, i32p) for i in range(n)))
-        b = lib.llama_batch()
-        b.token = self.token.ctypes.data_as(ctypes.POINTER(lib.llama_token))
-        b.embd = None
-        b.pos = self.pos.ctypes.data_as(ctypes.POINTER(lib.llama_pos))
-        b.n_seq_id = self.n_seq_id.ctypes.data_as(i32p)
-        b.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p))
-        b.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
-        self.batch = b
+        # Fields given to the constructor: llama_cpp annotates these pointers as arrays.
+        self.batch = lib.llama_batch(
+            token=self.token.ctypes.data_as(ctypes.POINTER(lib.llama_token)),
+            embd=None,
+            pos=self.pos.ctypes.data_as(ctypes.POINTER(lib.llama_pos)),
+            n_seq_id=self.n_seq_id.ctypes.data_as(i32p),
+            seq_id=ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p)),
+            logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
 
     def seq_rm(self, seq: int, start: int) -> None:
         """Drop the cells of sequence ``seq`` at positions >= start."""
@@ -136,6 +137,7 @@ class PrefixCache:
             windows = [(0, len(c)) for c in canvases]
         self._reserve(sum(len(c) for c in canvases), len(canvases))
         ctx = self.ctx
+        assert ctx is not None  # _reserve() made it
         for s in range(len(canvases), ctx.n_seq):  # slots not used now: free their cells
             ctx.seq_rm(s, 0)
             self._cached[s] = None

@@ -179,9 +179,9 @@ class LlamaModel:
             if len(split) > cap or (n_devices is not None and len(split) > max(n_devices, 1)):
                 raise UsageError(f"--tensor-split has {len(split)} proportions but there are "
                                  f"{n_devices if n_devices is not None else cap} device(s)")
-            arr = (ctypes.c_float * cap)(*split)
-            keep.append(arr)
-            params.tensor_split = arr
+            proportions = (ctypes.c_float * cap)(*split)
+            keep.append(proportions)
+            params.tensor_split = proportions
         return keep
 
     @property
@@ -414,15 +414,17 @@ class Runtime:
             return self.prefix(canvases, windows)
         n = sum(len(c) for c in canvases)
         self.reserve(n, len(canvases))
-        self.batch.fill(canvases)
-        self.ctx.abort_flag.value = self._abort
+        ctx, batch = self.ctx, self.batch
+        assert ctx is not None and batch is not None  # reserve() made them
+        batch.fill(canvases)
+        ctx.abort_flag.value = self._abort
         with native.interruptible():
-            rc = lib.llama_decode(self.ctx.ptr, self.batch.batch)
+            rc = lib.llama_decode(ctx.ptr, batch.batch)
             # llama_decode may return before the backends finish (RPC hosts do): reading the logits
             # waits for them, so that wait is part of the interruptible call too.
-            ptr = lib.llama_get_logits(self.ctx.ptr) if rc == 0 else None
-        if self.ctx.abort_flag.value:
-            self.ctx.abort_flag.value = self._abort = 0
+            ptr = lib.llama_get_logits(ctx.ptr) if rc == 0 else None
+        if ctx.abort_flag.value:
+            ctx.abort_flag.value = self._abort = 0
             raise Aborted("the forward pass was aborted")
         if rc != 0:
             raise GenerationError(f"llama.cpp forward pass failed (llama_decode returned {rc})")

@@ -6,6 +6,7 @@ import ctypes
 import signal
 import sys
 import threading
+from typing import Any
 
 from ..errors import Terminated
 
@@ -31,7 +32,7 @@ _global_libstdcxx()
 import llama_cpp.llama_cpp as lib  # noqa: E402  (after the libstdc++ promotion above)
 
 _lock = threading.Lock()
-_state = {"init": False, "verbose": False, "callback": None, "capture": None}
+_state: dict[str, Any] = {"init": False, "verbose": False, "callback": None, "capture": None}
 _LOG_ERROR = 4  # GGML_LOG_LEVEL_ERROR
 _shown: set[str] = set()  # whole log lines already written under --verbose
 _errors: list[str] = []  # the last few error lines, to explain a later failure (an RPC abort)
@@ -193,7 +194,7 @@ def call_interruptibly(fn, *args, free):
 # the signals (through Python's wakeup fd): if the main thread is still in the same native call a
 # few seconds after a SIGINT or SIGTERM, the process ends with the usual line and status.
 _main_call = {"inside": False, "serial": 0}
-_escape = {"on": False}
+_escape: dict[str, Any] = {"on": False}
 ESCAPE_GRACE_S = 3.0
 
 

@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -25,12 +26,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..engine.params import MAX_LENGTH, _divisor_near
+from ..engine.params import MAX_LENGTH, GenerationParams, _divisor_near
 from ..errors import DlmError, GenerationError, UsageError
 from ..render.text import unit_confidence
 from .answer import Answer
 from .metrics import Metrics
 from .worker import ModelWorker, QueueFull, Sequence
+
+if TYPE_CHECKING:
+    from ..api import Model
 
 MAX_BODY = 4 << 20  # bytes in a request body
 MAX_N = 16  # choices per request
@@ -69,7 +73,7 @@ class Served:
     """One loaded model and the worker that owns it."""
 
     id: str
-    model: object  # api.Model
+    model: Model
     worker: ModelWorker
     aliases: tuple = ()
 
@@ -154,7 +158,7 @@ def _bool(body, name, default=False):
 class Job:
     served: Served
     prompt_tokens: list[int]
-    params: object  # GenerationParams
+    params: GenerationParams
     n: int
     stop: list[str]
     stream: bool
@@ -446,7 +450,7 @@ class Handler:
                                            run.usage()["completion_tokens"])
         choices = []
         for i, a in enumerate(run.answers):
-            c = {"index": i, "finish_reason": a.finish_reason, "logprobs": None}
+            c: dict[str, Any] = {"index": i, "finish_reason": a.finish_reason, "logprobs": None}
             if chat:
                 c["message"] = {"role": "assistant", "content": a.text}
             else:
@@ -526,9 +530,9 @@ class Handler:
         opts = body.get("options") or {}
         if not isinstance(opts, dict):
             raise ApiError(400, "'options' must be an object", param="options")
-        oa = {"model": body.get("model"), "stream": body.get("stream", True)}
+        oa: dict[str, Any] = {"model": body.get("model"), "stream": body.get("stream", True)}
         for name, value in opts.items():
-            oa[OLLAMA_OPTIONS.get(name, name)] = value
+            oa[OLLAMA_OPTIONS.get(name) or name] = value
         oa = {k: v for k, v in oa.items() if k in OLLAMA_FIELDS}
         if chat:
             oa["messages"] = body.get("messages")
@@ -549,7 +553,7 @@ class Handler:
         model = job.served.id
 
         def line(text: str, done: bool, answer=None) -> str:
-            out = {"model": model, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            out: dict[str, Any] = {"model": model, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             if chat:
                 out["message"] = {"role": "assistant", "content": text}
             else:
@@ -586,7 +590,7 @@ class Handler:
 
 # Ollama's option names that differ from ours; the rest (temperature, top_p, top_k, seed, stop, and
 # the diffusion settings) are the same.
-OLLAMA_OPTIONS = {"num_predict": "max_tokens"}
+OLLAMA_OPTIONS: dict[str, str] = {"num_predict": "max_tokens"}
 OLLAMA_FIELDS = {"model", "stream", "max_tokens", "stop", *INT_FIELDS, *FLOAT_FIELDS, *STR_FIELDS, *BOOL_FIELDS}
 
 
@@ -654,7 +658,9 @@ def build_app(state: ServerState) -> Starlette:
         Route("/api/generate", endpoint("ollama.generate", ollama_generate), methods=["POST"]),
         Route("/api/tags", endpoint("ollama.tags", ollama_tags), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+    # Starlette types every handler as taking Exception; http_error is registered for HTTPException only.
+    handlers = {HTTPException: http_error, Exception: server_error}
+    app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
     if state.api_key:
         app.add_middleware(BearerAuth, key=state.api_key)
     return app
