@@ -122,8 +122,8 @@ class Generation:
         self._forward_s = 0.0
         self._sampling_s = 0.0
         self._passes = 0
-        self._t0 = None
-        self._t_end = None
+        self._t0: float | None = None
+        self._t_end: float | None = None
         model.check_cache(params)
         self._it = denoise_batch([canvas], [gen_start], params, model.runtime.forward, model.vocab_info,
                                  trim_at_eog=trim)
@@ -176,7 +176,8 @@ class BatchGeneration:
         self.canvases = [model._canvas(t, p) for t, p in zip(prompt_tokens, plist)]
         self.last: list[Step | None] = [None] * len(prompt_tokens)
         self._stats = [[0, 0.0, 0.0] for _ in prompt_tokens]  # passes, forward_s, sampling_s
-        self._t0 = self._t_end = None
+        self._t0: float | None = None
+        self._t_end: float | None = None
         for p in plist:
             model.check_cache(p)
         self._it = denoise_batch(self.canvases, [len(t) for t in prompt_tokens], plist,
@@ -211,7 +212,7 @@ class BatchGeneration:
             last = self.last[j]
             canvas = last.canvas if last is not None else self.canvases[j]
             passes, fwd, smp = self._stats[j]
-            out.append(self.model._result(toks, canvas, len(toks), self.param_list[j], True, passes,
+            out.append(self.model._result(toks, canvas, len(toks), self.param_list[j], True, int(passes),
                                           Timings(total, fwd, smp)))
         return out
 
@@ -377,6 +378,7 @@ class Model:
             if self.runtime.bos_id >= 0 else ""
         eos = self.runtime.piece(self.runtime.eos_id, special=True).decode("utf-8", "replace") \
             if self.runtime.eos_id >= 0 else ""
+        assert self.chat_template is not None  # callers check that the model has one
         text = render_chat(self.chat_template, messages, bos_token=bos, eos_token=eos)
         add_bos = self.runtime.add_bos and not (bos and text.startswith(bos))
         tokens = self.runtime.tokenize(text, add_special=add_bos, parse_special=True)
@@ -554,7 +556,8 @@ class Model:
                              f"of {limit}; shorten the spans (the longest is {longest.source} at character "
                              f"{longest.at})")
         mask = self.vocab_info.mask_id
-        canvas, span_positions, fixed = list(prefix), [], []
+        canvas, span_positions = list(prefix), []
+        fixed: list[int] = []
         for p in parts:
             if isinstance(p, infill_text.Span):
                 span_positions.append(len(canvas))

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, overload
 
 import typer
 from typer.core import TyperGroup
@@ -128,6 +128,10 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+@overload
+def check_utf8(text: str, what: str) -> str: ...
+@overload
+def check_utf8(text: None, what: str) -> None: ...
 def check_utf8(text: Optional[str], what: str) -> Optional[str]:
     """Arguments arrive as bytes; Python keeps undecodable ones as lone surrogates. Refuse them here."""
     if text is not None:
@@ -274,7 +278,7 @@ def generate(
     overrides = dict(gen_length=gen_length, steps=steps, block_length=block_length, schedule=schedule,
                      algorithm=algorithm, alg_temp=alg_temp, temperature=temperature, top_k=top_k, top_p=top_p,
                      cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
-    devices = dict(rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
+    devices: dict[str, Any] = dict(rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
     if batch is not None:
         if prompt is not None or visual or trace is not None or delay or force or stdin_too:
             # (--stats and --json apply per line)

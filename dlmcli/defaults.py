@@ -51,7 +51,7 @@ def resolve_with_notes(arch: str, model_defaults: dict, overrides: dict) -> tupl
 
 
 def _whole(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and 1 <= v <= MAX_LENGTH
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and 1 <= int(v) <= MAX_LENGTH
 
 
 def _fit_blocks(merged: dict, user: dict) -> list[str]:

@@ -207,9 +207,9 @@ class ViewState:
         self.commit_step = np.full(region, -1, dtype=np.int64)
         self.new = np.zeros(region, dtype=bool)
         self.fixed = np.zeros(region, dtype=bool)
-        for p in info.fixed:
-            if info.gen_start <= p < info.gen_start + region:
-                self.fixed[p - info.gen_start] = True
+        for pos in info.fixed:
+            if info.gen_start <= pos < info.gen_start + region:
+                self.fixed[pos - info.gen_start] = True
         self.algorithm = str(info.params.get("algorithm", "low-confidence"))
         self.mask_id = info.mask_id
         self.eog = info.eog_ids
