@@ -28,6 +28,7 @@ from . import placeholders as infill_text
 from .engine.denoise import VocabInfo, denoise_batch
 from .engine.events import Step
 from .engine.params import MAX_LENGTH, GenerationParams
+from .engine.schedule import Schedule
 from .engine.scoring import default_threads
 from .errors import GenerationError, ModelError, UsageError, param
 from .messages import check_messages, plain_transcript
@@ -514,7 +515,7 @@ class Model:
         if block < 1:
             raise UsageError(f"{param('block_length')} must be at least 1 (got {block})")
         block = min(block, region)
-        n_blocks = -(-region // block)
+        n_blocks = Schedule.plan("block", region, 1, block).n_blocks  # the last block may be shorter
         user.setdefault("steps", -(-n_masks // n_blocks) * n_blocks)
         params = defaults.resolve(self.arch, self.model_defaults, dict(user, gen_length=region,
                                                                        block_length=region))

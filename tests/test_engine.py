@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -205,6 +206,28 @@ def test_block_schedule_commits_inside_active_block_only():
         assert ((step.positions >= step.block_start) & (step.positions < step.block_end)).all()
         assert step.block_start == gs + 4 * step.block
         assert step.n_blocks == 3
+
+
+def test_the_schedule_object_is_the_split_the_engine_runs():
+    from dlmcli.engine.schedule import Schedule
+
+    plan = Schedule.plan("block", 9, 9, 4)  # an infill's 9 positions in blocks of 4
+    assert (plan.n_blocks, plan.sizes(), plan.bounds(2), plan.steps_per_block) == (3, (4, 4, 1), (8, 9), 3)
+    assert plan.block_commits(4) == block_transfer_counts(4, 3)
+    # The engine runs exactly that split (an infill-like canvas: the region is all masks).
+    canvas, gs = make_canvas(gen=9)
+    params = GenerationParams(gen_length=9, steps=9, block_length=4)  # the engine splits the canvas it is given
+    seen = {s.block: (s.block_start - gs, s.block_end - gs) for s in denoise(canvas, gs, params, ScriptedModel(),
+                                                                               VocabInfo(mask_id=MASK, shift=False))}
+    assert seen == {b: plan.bounds(b) for b in range(plan.n_blocks)}
+    t = Schedule.plan("timestep", 9, 5)
+    assert (t.n_blocks, t.sizes(), t.timestep_commits(9, 4)) == (1, (9,), 9)
+    assert t.timesteps.tobytes() == timesteps(5, 1e-3).tobytes()
+    with pytest.raises(UsageError, match="does not split evenly over 3 blocks"):
+        Schedule.of(dataclasses.replace(params, steps=8), 9)
+    # A view's copy from recorded parameters never raises, whatever a trace holds.
+    assert Schedule.from_dict({"schedule": "block", "steps": "x"}, 5).sizes() == (5,)
+    assert Schedule.from_dict({}, 0).sizes() == (0,)
 
 
 def test_threshold_decoding_uses_fewer_passes_and_fills_everything():

@@ -250,3 +250,42 @@ def test_native_log_goes_above_the_view_not_through_it():
     assert "llama log line" in out
     # The log line is printed on its own line, and the view is drawn again after it.
     assert re.search(r"llama log line\s*\n", out) and out.rindex("dlm · fake.gguf") > out.index("llama log line")
+
+
+def test_views_split_an_infill_as_the_engine_does(tmp_path):
+    # 9 infill positions in blocks of 4: the engine runs blocks of 4, 4 and 1. The live view and the
+    # pictures used to redraw the split as 3, 3, 3 (an even split into the engine's number of blocks).
+    from dlmcli.render.picture import Run
+    from dlmcli.render.trace import read_trace
+
+    from .conftest import run_dlm
+
+    path = tmp_path / "infill.jsonl"
+    r = run_dlm("infill", "-m", "tiny-llada", "--block-length", "4", "--steps", "9", "--trace", path,
+                "reverse hello = [MASK:9]")
+    assert r.returncode == 0, r.stderr
+    trace = read_trace(path)
+    gs = trace.info.gen_start
+    engine = {s.block: (s.block_start - gs, s.block_end - gs) for s in trace.steps}
+    assert engine == {0: (0, 4), 1: (4, 8), 2: (8, 9)}
+    state = ViewState(trace.info)
+    assert state.blocks()[1] == (4, 4, 1)  # before the first step too
+    for step in trace.steps:
+        state.apply(step)
+        lo, hi = engine[step.block]
+        frame = state.frame(0.0)
+        assert frame.block_size == (4, 4, 1)
+        # The masks drawn as the active block's are exactly the engine's block's masks.
+        masks = [i for i in range(len(state.tokens)) if state.tokens[i] == trace.info.mask_id]
+        active = [i for i in masks if _drawn_active(state, i)]
+        assert active == [i for i in masks if lo <= i < hi], (step.index, active)
+    run = Run.of(trace)
+    assert [run.block_bounds(b) for b in range(run.n_blocks)] == [(0, 4), (4, 8), (8, 9)]
+
+
+def _drawn_active(state, i) -> bool:
+    from dlmcli.render.view import MASK_ACTIVE
+
+    text, _ = state._canvas_text(final=False)
+    at = sum(len(MASK_GLYPH if t == state.mask_id else state.glyph(int(t))) for t in state.tokens[:i])
+    return any(s.style == MASK_ACTIVE for s in text.spans if s.start <= at < s.end)

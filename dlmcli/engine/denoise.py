@@ -15,10 +15,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import numpy.random  # noqa: F401  (numpy loads it lazily; a Ctrl-C inside that import mid-run got lost)
 
-from ..errors import DlmError, GenerationError, UsageError, param
+from ..errors import DlmError, GenerationError, UsageError
 from .events import Step
 from .params import GenerationParams
-from .schedule import block_transfer_counts, threshold_count, timestep_transfer_count, timesteps
+from .schedule import Schedule, threshold_count
 from .scoring import Rows, sample
 
 # forward(canvases, windows) -> logits per canvas for the rows [start, stop) its window names, each
@@ -51,10 +51,7 @@ class _Seq:
     uncond_mask: np.ndarray  # positions blanked in CFG's unconditional pass (initially non-mask)
     rng: np.random.Generator
     trim_at_eog: bool
-    block_length: int
-    n_blocks: int
-    steps_per_block: int
-    ts: np.ndarray
+    plan: Schedule  # its blocks and how many positions each pass commits
     passes: int = 0
     block: int = 0
     step_in_block: int = 0
@@ -119,22 +116,14 @@ class Scheduler:
         region = len(c) - gen_start
         if region <= 0:
             raise UsageError("nothing to generate: the canvas has no positions after the prompt")
-        if p.schedule == "block":
-            block_length = min(p.block_length, region)
-            n_blocks = -(-region // block_length)
-            if p.steps % n_blocks:
-                raise UsageError(f"{param('steps')} {p.steps} does not split evenly over {n_blocks} blocks",
-                                 param="steps")
-            steps_per_block = p.steps // n_blocks
-        else:
-            block_length, n_blocks, steps_per_block = region, 1, p.steps
+        plan = Schedule.of(p, region)
         if seq_id is None:
             seq_id = self._next_id
         if seq_id in self._seqs:
             raise ValueError(f"sequence {seq_id} is already in the scheduler")
         self._next_id = max(self._next_id, seq_id + 1)
         s = _Seq(seq_id, c, gen_start, p, c != self.vocab.mask_id, sequence_rng(p.seed, seed_index), trim_at_eog,
-                 block_length, n_blocks, steps_per_block, timesteps(p.steps, p.eps))
+                 plan)
         _start_block(s, self.vocab.mask_id)
         self._seqs[seq_id] = s
         return seq_id
@@ -190,13 +179,14 @@ class Scheduler:
 
         if p.schedule == "block":
             k = s.counts[s.step_in_block] if s.step_in_block < len(s.counts) else 0
-            last = s.step_in_block == s.steps_per_block - 1
+            last = s.step_in_block == s.plan.steps_per_block - 1
             reveal_p = 1.0 if last or masked.size == 0 else k / masked.size
         else:
             step_no = s.step_in_block
-            k = timestep_transfer_count(masked.size, step_no, p.steps, s.ts)
+            k = s.plan.timestep_commits(masked.size, step_no)
             last = step_no == p.steps - 1
-            reveal_p = 1.0 if last else 1.0 - s.ts[step_no + 1] / s.ts[step_no]
+            ts = s.plan.timesteps
+            reveal_p = 1.0 if last else 1.0 - ts[step_no + 1] / ts[step_no]
 
         chosen, tok, conf = _choose(rows, masked, k, reveal_p, p, s.convention, s.dynamic, s.rng, vocab.mask_id,
                                     vocab.threads)
@@ -213,7 +203,7 @@ class Scheduler:
         index = s.passes
         s.passes += 1
         return Step(
-            index=index, planned_steps=p.steps, block=block_now, n_blocks=s.n_blocks, block_start=b_start,
+            index=index, planned_steps=p.steps, block=block_now, n_blocks=s.plan.n_blocks, block_start=b_start,
             block_end=b_end, gen_start=s.gen_start, canvas=canvas_view, positions=chosen, tokens=tok,
             confidences=conf, masks_left=int(np.count_nonzero(s.canvas[s.gen_start:] == vocab.mask_id)),
             forward_s=forward_s, sampling_s=time.perf_counter() - t1, seq=s.id, batch=n_active,
@@ -253,8 +243,8 @@ def _rows_to_read(s: _Seq, vocab: VocabInfo):
     """The current block, its masked positions, the logits rows that predict them, and the window of
     rows to ask the forward pass for: the block's rows (stable through the block, so a runtime can
     tell a block start), widened to any masked row outside it."""
-    b_start = s.gen_start + s.block * s.block_length
-    b_end = min(b_start + s.block_length, len(s.canvas))
+    lo, hi = s.plan.bounds(s.block)
+    b_start, b_end = s.gen_start + lo, s.gen_start + hi
     masked = np.flatnonzero(s.canvas[:b_end] == vocab.mask_id)
     shift = 1 if vocab.shift else 0
     rows_idx = np.maximum(masked - shift, 0)
@@ -302,9 +292,9 @@ def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic,
 def _start_block(s: _Seq, mask_id: int) -> None:
     s.step_in_block = 0
     if s.params.schedule == "block":
-        b_start = s.gen_start + s.block * s.block_length
-        masked = int(np.count_nonzero(s.canvas[b_start:b_start + s.block_length] == mask_id))
-        s.counts = block_transfer_counts(masked, s.steps_per_block)
+        lo, hi = s.plan.bounds(s.block)
+        masked = int(np.count_nonzero(s.canvas[s.gen_start + lo:s.gen_start + hi] == mask_id))
+        s.counts = s.plan.block_commits(masked)
 
 
 def _advance(s: _Seq, vocab: VocabInfo) -> np.ndarray:
@@ -324,12 +314,12 @@ def _advance(s: _Seq, vocab: VocabInfo) -> np.ndarray:
             s.finished = True
         return none
     while True:
-        b_start = s.gen_start + s.block * s.block_length
-        block_open = (s.canvas[b_start:b_start + s.block_length] == vocab.mask_id).any()
-        if s.step_in_block < s.steps_per_block and (block_open or not skip_empty):
+        lo, hi = s.plan.bounds(s.block)
+        block_open = (s.canvas[s.gen_start + lo:s.gen_start + hi] == vocab.mask_id).any()
+        if s.step_in_block < s.plan.steps_per_block and (block_open or not skip_empty):
             return none
         s.block += 1
-        if s.block >= s.n_blocks:
+        if s.block >= s.plan.n_blocks:
             s.finished = True
             return none
         _start_block(s, vocab.mask_id)

@@ -1,8 +1,92 @@
-"""How many positions each forward pass commits."""
+"""A run's schedule: which positions are in which block, and how many each forward pass commits.
+
+``Schedule`` is the one answer to both: the engine plans each sequence with it and the views (the live
+view, replay, the pictures) draw with it, so what they show cannot differ from what ran.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Mapping
+
 import numpy as np
+
+from ..errors import UsageError, param
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The plan of one generated region of REGION positions (the canvas after the prompt).
+
+    Block schedule: blocks of ``block_length`` from the region's start, the last one shorter when the
+    length does not divide the region (an infill's 9 positions in blocks of 4: 4, 4, 1), and
+    ``steps_per_block`` passes each. Timestep schedule: one block over the whole region.
+    """
+
+    kind: str  # "block" or "timestep"
+    region: int
+    block_length: int  # positions per block (the last block may be shorter)
+    n_blocks: int
+    steps_per_block: int
+    eps: float = 1e-3  # timestep schedule: the final noise level
+
+    @classmethod
+    def plan(cls, kind: str, region: int, steps: int, block_length: int | None = None,
+             eps: float = 1e-3) -> Schedule:
+        """The split as the engine runs it; steps that do not split evenly over the blocks get
+        ``steps // n_blocks`` each here (``check`` says so)."""
+        region = max(int(region), 0)
+        steps = max(int(steps), 1)
+        if kind == "block":
+            length = max(1, min(int(block_length or region), region)) if region else 1
+            n_blocks = max(1, -(-region // length))
+            return cls(kind, region, length, n_blocks, max(1, steps // n_blocks), eps)
+        return cls(kind, region, region, 1, steps, eps)
+
+    @classmethod
+    def of(cls, params, region: int) -> Schedule:
+        """The schedule of GenerationParams PARAMS over REGION positions; UsageError when the steps do not
+        split evenly over the blocks."""
+        plan = cls.plan(params.schedule, region, params.steps, params.block_length, params.eps)
+        plan.check(params.steps)
+        return plan
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any], region: int) -> Schedule:
+        """The schedule a run recorded (``GenerationParams.to_dict()``, as traces keep it); never raises."""
+        try:
+            return cls.plan(str(params.get("schedule", "block")), region, int(params.get("steps") or 1),
+                            int(params.get("block_length") or region or 1), float(params.get("eps", 1e-3)))
+        except (TypeError, ValueError):
+            return cls.plan("block", region, 1, region)
+
+    def check(self, steps: int) -> None:
+        if self.kind == "block" and steps % self.n_blocks:
+            raise UsageError(f"{param('steps')} {steps} does not split evenly over {self.n_blocks} blocks",
+                             param="steps")
+
+    def bounds(self, block: int) -> tuple[int, int]:
+        """Positions [lo, hi) of BLOCK, counted from the region's start."""
+        lo = min(block * self.block_length, self.region)
+        return lo, min(lo + self.block_length, self.region)
+
+    def sizes(self) -> tuple[int, ...]:
+        """Positions in each block."""
+        return tuple(hi - lo for lo, hi in map(self.bounds, range(self.n_blocks)))
+
+    def block_commits(self, masked: int) -> list[int]:
+        """Block schedule: commits at each pass of a block that starts with MASKED masks."""
+        return block_transfer_counts(masked, self.steps_per_block)
+
+    @cached_property
+    def timesteps(self) -> np.ndarray:
+        """Timestep schedule: the noise levels (``timesteps``), made when first asked for."""
+        return timesteps(self.steps_per_block, self.eps)
+
+    def timestep_commits(self, masked: int, step: int) -> int:
+        """Timestep schedule: commits at pass STEP with MASKED masks left."""
+        return timestep_transfer_count(masked, step, self.steps_per_block, self.timesteps)
 
 
 def block_transfer_counts(masked: int, steps: int) -> list[int]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .text import (MASK_GLYPH, confidence_rgb, hex_rgb, ink_for, order_rgb, token_glyph, unit_confidence,
                    visible)
+from ..engine.schedule import Schedule
 from .trace import Trace
 from .view import LEVELS, short_model_name
 
@@ -71,9 +72,20 @@ class Run:
     commit: np.ndarray  # step that (last) committed each position; -1: never
     conf: np.ndarray  # 0..1 at commit; NaN: filled by early stop or never committed
     n_steps: int
-    block_len: int
-    n_blocks: int
+    plan: Schedule  # the blocks as the engine split them
     block_rows: list  # (block, first step, last step) windows, in step order
+
+    @property
+    def block_len(self) -> int:
+        return self.plan.block_length
+
+    @property
+    def n_blocks(self) -> int:
+        return self.plan.n_blocks
+
+    def block_bounds(self, block: int) -> tuple[int, int]:
+        """Positions [lo, hi) of BLOCK in the generated region."""
+        return self.plan.bounds(block)
 
     @classmethod
     def of(cls, trace: Trace) -> "Run":
@@ -85,19 +97,17 @@ class Run:
         conf = np.full(region, np.nan)
         algorithm = str(info.params.get("algorithm", "low-confidence"))
         windows: list = []
-        n_blocks = 1
         for s in trace.steps:
             pos = np.asarray(s.positions, dtype=np.int64) - gs
             ok = (pos >= 0) & (pos < region)
             commit[pos[ok]] = s.index
             conf[pos[ok]] = unit_confidence(np.asarray(s.confidences)[ok], algorithm)
-            n_blocks = s.n_blocks
             if windows and windows[-1][0] == s.block:
                 windows[-1][2] = s.index
             else:
                 windows.append([s.block, s.index, s.index])
-        return cls(trace, region, tokens, commit, conf, len(trace.steps), -(-region // max(n_blocks, 1)),
-                   n_blocks, windows)
+        return cls(trace, region, tokens, commit, conf, len(trace.steps), Schedule.from_dict(info.params, region),
+                   windows)
 
     def glyph(self, token: int) -> str:
         info = self.trace.info
@@ -202,8 +212,8 @@ def _timeline(run: Run, x0: float, y0: float, out: list) -> float:
     gw, gh = R * cw, S * ch
     out.append(f'<rect x="{gx}" y="{gy}" width="{gw}" height="{gh}" fill="{MASK_FILL}"/>')
     for block, first, last in run.block_rows:  # the staircase: where each block was active
-        bx = gx + block * run.block_len * cw
-        bw = min(run.block_len, R - block * run.block_len) * cw
+        lo, hi = run.block_bounds(block)
+        bx, bw = gx + lo * cw, (hi - lo) * cw
         out.append(f'<rect x="{bx}" y="{gy + first * ch}" width="{bw}" height="{(last - first + 1) * ch}" '
                    f'fill="{ACTIVE_FILL}"/>')
     text_fits = cw >= 11 and ch >= 12
@@ -225,7 +235,7 @@ def _timeline(run: Run, x0: float, y0: float, out: list) -> float:
                        f'text-anchor="middle" fill="{ink}">{esc(g)}</text>')
         out.append("</g>")
     for b in range(1, run.n_blocks):  # block boundaries
-        bx = gx + b * run.block_len * cw
+        bx = gx + run.block_bounds(b)[0] * cw
         out.append(f'<line x1="{bx}" y1="{gy - 4}" x2="{bx}" y2="{gy + gh}" stroke="#555" stroke-dasharray="3 2"/>')
     every = max(1, math.ceil(S / 10))
     for s in range(0, S, every):

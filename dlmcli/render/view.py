@@ -20,6 +20,7 @@ from rich.style import Style
 from rich.text import Text
 
 from ..engine.events import Step
+from ..engine.schedule import Schedule
 from .base import RunInfo
 from .text import EOG_GLYPH, MASK_GLYPH, confidence_rgb, token_glyph, unit_confidence, visible
 
@@ -213,11 +214,7 @@ class ViewState:
         self.algorithm = str(info.params.get("algorithm", "low-confidence"))
         self.mask_id = info.mask_id
         self.eog = info.eog_ids
-        p = info.params
-        if p.get("schedule", "block") == "block" and region:  # as the engine will split it
-            self.n_blocks = -(-region // max(1, min(int(p.get("block_length") or region), region)))
-        else:
-            self.n_blocks = 1
+        self.plan = Schedule.from_dict(info.params, region)  # the blocks as the engine splits them
         self.block = -1
         self.block_start = info.gen_start
         self.step_count = 0
@@ -245,7 +242,6 @@ class ViewState:
         self.conf[pos] = unit_confidence(np.asarray(step.confidences)[keep], self.algorithm)
         self.commit_step[pos] = step.index
         self.new[pos] = True
-        self.n_blocks = step.n_blocks
         self.block = step.block
         self.block_start = step.block_start
         self.step_count = step.index + 1
@@ -257,9 +253,7 @@ class ViewState:
     def _canvas_text(self, final: bool) -> tuple[Text, int]:
         text = Text()
         region = len(self.tokens)
-        block_len = -(-region // max(self.n_blocks, 1))
-        active = self.block if self.block >= 0 else 0
-        a_lo, a_hi = active * block_len, (active + 1) * block_len
+        a_lo, a_hi = self.plan.bounds(max(self.block, 0))
         anchor = 0
         for i in range(region):
             if i == a_lo:
@@ -280,15 +274,10 @@ class ViewState:
         return text, anchor
 
     def blocks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        region = len(self.tokens)
-        n = max(self.n_blocks, 1)
-        size = -(-region // n)
-        done, sizes = [], []
-        for b in range(n):
-            part = self.tokens[b * size:(b + 1) * size]
-            sizes.append(len(part))
-            done.append(int(np.count_nonzero(part != self.mask_id)))
-        return tuple(done), tuple(sizes)
+        """Committed positions and positions, per block."""
+        bounds = [self.plan.bounds(b) for b in range(self.plan.n_blocks)]
+        done = tuple(int(np.count_nonzero(self.tokens[lo:hi] != self.mask_id)) for lo, hi in bounds)
+        return done, self.plan.sizes()
 
     def frame(self, elapsed: float, *, final: bool = False, note: str = "") -> Frame:
         canvas, anchor = self._canvas_text(final)
