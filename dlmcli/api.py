@@ -30,7 +30,7 @@ from .engine.events import Step
 from .engine.params import MAX_LENGTH, GenerationParams
 from .engine.schedule import Schedule
 from .engine.scoring import default_threads
-from .errors import GenerationError, ModelError, UsageError, param
+from .errors import DlmError, GenerationError, ModelError, UsageError, param
 from .messages import check_messages, plain_transcript
 from .runtime.llama import ALL_LAYERS, Devices, Runtime
 from .template import render_chat
@@ -263,7 +263,7 @@ class Model:
                  prompt_format: str | None = None,
                  rpc: str | Sequence[str] | None = None, split_mode: str | None = None,
                  tensor_split: str | Sequence[float] | None = None, main_gpu: int | None = None,
-                 cache: str = "off"):
+                 cache: str = "off", budget=None):
         self.path = Path(path)
         self.name = name or str(path)
         # A catalog entry's own generation settings (over its family's, which defaults.resolve adds) and,
@@ -275,7 +275,7 @@ class Model:
         # loaded under its autoregressive twin arch, which has KV memory.
         self.cache = cache
         self.runtime = Runtime(self.path, n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose,
-                               devices=devices, cache=cache)
+                               devices=devices, cache=cache, budget=budget)
         try:
             self._read_metadata()
         except BaseException:
@@ -316,21 +316,7 @@ class Model:
         threads = self.runtime.n_threads or default_threads()
         self.vocab_info = VocabInfo(mask_id=mask, shift=self.shift, eog_ids=frozenset(eog), fill_id=fill,
                                     threads=threads)
-        self.model_defaults = dict(self.catalog_defaults)  # catalog < the file's own hints
-        for key, conv in defaults.GGUF_KEYS.items():
-            raw = m.meta(key)
-            if raw is not None:
-                try:
-                    value = conv(raw)
-                except ValueError:
-                    continue  # a malformed hint is ignored, not fatal
-                if value > 0:
-                    self.model_defaults[key.split(".", 1)[1]] = value
-        # A block hint that does not divide the file's own length is a broken hint, not the user's error.
-        length = self.model_defaults.get("gen_length", families.family(self.arch).generation["gen_length"])
-        block = self.model_defaults.get("block_length")
-        if block and length % block:
-            del self.model_defaults["block_length"]
+        self.model_defaults = {**self.catalog_defaults, **defaults.file_hints(m.meta, self.arch)}  # catalog < file
 
     def check_cache(self, params: GenerationParams) -> None:
         """The prefix cache refreshes at block starts: the timestep schedule has none."""
@@ -589,8 +575,14 @@ class Model:
 def load(model: str | Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,
          verbose: bool = False, allow_pull: bool = False, rpc: str | Sequence[str] | None = None,
          split_mode: str | None = None, tensor_split: str | Sequence[float] | None = None,
-         main_gpu: int | None = None, cache: str = "off") -> Model:
+         main_gpu: int | None = None, cache: str = "off", memory_check: bool = True,
+         canvas: int | None = None) -> Model:
     """Load MODEL: a .gguf path or a model name (bundled, catalog, owner/repo[:QUANT]).
+
+    ``memory_check``: first estimate the memory the load needs (weights, and the buffers of a
+    ``canvas``-token pass: by default the model's generation length plus a short prompt) and refuse
+    with ``dlmcli.memory.MemoryCheckError`` when this machine (or its GPUs) has less free; every
+    later, larger canvas is checked again before its buffers are made (docs/reliability.md).
 
     ``rpc``: llama.cpp rpc-server hosts ("HOST:PORT,..." or a list) whose devices take layers;
     ``split_mode`` (none, layer, row), ``tensor_split`` and ``main_gpu``: llama.cpp's multi-device
@@ -604,13 +596,54 @@ def load(model: str | Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | 
     Devices(rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu).check()
     path = resolve_model(str(model), allow_pull=allow_pull)
     entry = catalog_entry_for(str(model))
+    budget = None
+    if memory_check:
+        budget = memory_budget(path, str(model), n_gpu_layers=n_gpu_layers, remote=bool(rpc), cache=cache,
+                               catalog=entry.overrides if entry else None)
+        if budget is not None:  # a canvas past the context fails later, on the context, with its own message
+            budget.check(min(canvas or budget.default_canvas, budget.shape.n_ctx or 1 << 30))
     return Model(path, name=str(model), n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose,
                  catalog_defaults=entry.overrides if entry else None,
                  prompt_format=entry.prompt_format if entry else None, rpc=rpc, split_mode=split_mode,
-                 tensor_split=tensor_split, main_gpu=main_gpu, cache=cache)
+                 tensor_split=tensor_split, main_gpu=main_gpu, cache=cache, budget=budget)
 
 
-_LOAD_KW = ("n_gpu_layers", "n_threads", "verbose", "rpc", "split_mode", "tensor_split", "main_gpu", "cache")
+def memory_budget(path: str | Path, name: str, *, n_gpu_layers: int = ALL_LAYERS, remote: bool = False,
+                  cache: str = "off", catalog: dict | None = None):
+    """The memory check of a model file (``dlmcli.memory.Budget``), against what is free now; None when
+    the header cannot be read here (llama.cpp's load then says what is wrong with the file)."""
+    from . import memory
+    from .runtime.llama import check_gguf_file
+    from .runtime.native import device_memory
+
+    check_gguf_file(Path(path))  # the usual messages for a missing or non-GGUF file
+    try:
+        header = memory.read_header(path)
+    except DlmError:
+        return None
+    shape = memory.shape_of(header.metadata, header.tensors_all)
+    arch = header.metadata.get("general.architecture")
+    params, _where, _error = defaults.sources(arch, catalog or {}, defaults.file_hints(header.metadata.get, arch))
+    gen_length = params.gen_length if params is not None else GenerationParams.gen_length
+    devices = device_memory() if n_gpu_layers != 0 else []
+    hints = []
+    from .hub import parse_spec
+
+    try:
+        ref = parse_spec(name)
+    except DlmError:
+        ref = None
+    if ref is not None and ref.repo:
+        hints.append(f"a smaller quantization (e.g. -m {ref.repo}:Q3_K_M)")
+    else:
+        hints.append("a smaller quantization of the model")
+    return memory.Budget(name, shape, memory.free_now(devices), n_gpu_layers, kv=cache != "off", remote=remote,
+                         hints=hints, default_canvas=min(gen_length + memory.PROMPT_ALLOWANCE,
+                                                         shape.n_ctx or 1 << 30))
+
+
+_LOAD_KW = ("n_gpu_layers", "n_threads", "verbose", "rpc", "split_mode", "tensor_split", "main_gpu", "cache",
+            "memory_check")
 
 
 def generate(prompt: str, *, model: str | Path = "tiny-llada", **kwargs) -> Result:

@@ -46,7 +46,7 @@ _TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 SHARED = ("model", "gen_length", "steps", "block_length", "schedule", "algorithm", "alg_temp", "temperature",
           "top_k", "top_p", "cfg", "eps", "threshold", "factor", "early_stop", "seed", "system", "visual",
           "delay", "pull", "ngl", "threads", "rpc", "split_mode", "tensor_split", "main_gpu", "cache",
-          "verbose")
+          "memory_check", "verbose")
 
 
 def register(app) -> None:
@@ -63,7 +63,7 @@ def chat(**opts):
     check_utf8(opts["system"], "--system")
     interactive = sys.stdin is not None and not sys.stdin.closed and sys.stdin.isatty()
     with open_model(opts["model"], opts["ngl"], opts["threads"], opts["verbose"], opts["pull"],
-                    **{k: opts[k] for k in DEVICE_OPTIONS}, cache=opts["cache"]) as m:
+                    **{k: opts[k] for k in DEVICE_OPTIONS}, cache=opts["cache"], memory_check=opts["memory_check"]) as m:
         conv = Conversation(m, system=opts["system"], **{k: opts[k] for k in SETTINGS})
         session = ChatSession(conv, visual=opts["visual"], delay=opts["delay"], verbose=opts["verbose"],
                               interactive=interactive)

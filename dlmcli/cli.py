@@ -195,12 +195,14 @@ SplitModeOpt = Annotated[Optional[str], typer.Option("--split-mode", metavar="no
 TensorSplitOpt = Annotated[Optional[str], typer.Option("--tensor-split", metavar="3,1,...", help="Share of the model per device, e.g. 3,1 (RPC hosts first, then local GPUs).")]
 MainGpuOpt = Annotated[Optional[int], typer.Option("--main-gpu", metavar="N", help="Device index used with --split-mode none.")]
 DEVICE_OPTIONS = ("rpc", "split_mode", "tensor_split", "main_gpu")
+MemoryCheckOpt = Annotated[bool, typer.Option("--memory-check/--no-memory-check", help="Refuse to load a model that needs more memory than is free (RAM, cgroup limit, DLM_MEMORY_LIMIT, GPU); --no-memory-check loads it anyway.")]
 CacheOpt = Annotated[str, typer.Option("--cache", metavar="off|prefix", help="off, or prefix: reuse the K/V before the current block within a block (faster, approximate; block schedule; see docs/kv-cache.md).")]
 
 
 def open_model(model: Optional[str], ngl: int, threads: Optional[int], verbose: bool, pull: bool = False, *,
                rpc: Optional[str] = None, split_mode: Optional[str] = None, tensor_split: Optional[str] = None,
-               main_gpu: Optional[int] = None, cache: str = "off"):
+               main_gpu: Optional[int] = None, cache: str = "off", memory_check: bool = True,
+               canvas: Optional[int] = None):
     from . import api
     from .hub.config import default_model_with_source
 
@@ -208,7 +210,7 @@ def open_model(model: Optional[str], ngl: int, threads: Optional[int], verbose: 
         rpc = os.environ.get("DLM_RPC") or None
     load = functools.partial(api.load, n_gpu_layers=ngl, n_threads=threads, verbose=verbose, allow_pull=pull,
                              rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu,
-                             cache=cache)
+                             cache=cache, memory_check=memory_check, canvas=canvas)
     if model is not None:
         m = load(model)
     else:
@@ -271,6 +273,7 @@ def generate(
     tensor_split: TensorSplitOpt = None,
     main_gpu: MainGpuOpt = None,
     cache: CacheOpt = "off",
+    memory_check: MemoryCheckOpt = True,
     verbose: VerboseOpt = False,
 ):
     """Generate an answer by denoising a canvas of masks."""
@@ -279,13 +282,15 @@ def generate(
                      algorithm=algorithm, alg_temp=alg_temp, temperature=temperature, top_k=top_k, top_p=top_p,
                      cfg=cfg, eps=eps, threshold=threshold, factor=factor, early_stop=early_stop, seed=seed)
     devices: dict[str, Any] = dict(rpc=rpc, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
+    canvas = _canvas_hint(gen_length)
     if batch is not None:
         if prompt is not None or visual or trace is not None or delay or force or stdin_too:
             # (--stats and --json apply per line)
             raise UsageError("--batch answers the file's prompts only: it takes no PROMPT, --visual, --trace, "
                              "--delay, --force or --stdin (they follow one generation)")
         prompts = read_batch(batch)
-        with open_model(model, ngl, threads, verbose, pull, **devices, cache=cache) as m:
+        with open_model(model, ngl, threads, verbose, pull, **devices, cache=cache,
+                        memory_check=memory_check, canvas=canvas) as m:
             failed = _run_batch(m, prompts, batch_size, m.params(**overrides), system, raw, json_out,
                                 verbose or stats)
         if failed:
@@ -295,7 +300,8 @@ def generate(
     forced = [parse_force(check_utf8(f, "--force")) for f in force or ()]
     writer = _trace_writer(trace, json_out)  # a bad --trace path fails here, before the model loads
     try:
-        with open_model(model, ngl, threads, verbose, pull, **devices, cache=cache) as m:
+        with open_model(model, ngl, threads, verbose, pull, **devices, cache=cache,
+                        memory_check=memory_check, canvas=canvas) as m:
             params, notes = m.params_with_notes(**overrides)
             if verbose:  # values dlm chose because the defaults did not fit what was set
                 for note in notes:
@@ -310,6 +316,13 @@ def generate(
     if result.finish_reason == "length" and not json_out:
         err(f"Note: the answer reached --gen-length {result.params.gen_length} before it ended; it may be cut "
             f"short (pass a larger -n)")
+
+
+def _canvas_hint(gen_length: Optional[int]) -> Optional[int]:
+    """The canvas the memory check assumes before the prompt is tokenized (the exact one is checked later)."""
+    from .memory import PROMPT_ALLOWANCE
+
+    return gen_length + PROMPT_ALLOWANCE if gen_length is not None and gen_length > 0 else None
 
 
 def _to_stdout(path) -> bool:
@@ -364,7 +377,8 @@ def borrow_options(source, names: tuple[str, ...]):
 _SAMPLING = ("steps", "block_length", "schedule", "algorithm", "alg_temp", "temperature", "top_k", "top_p",
              "cfg", "eps", "threshold", "factor", "seed")
 _INFILL_SHARED = ("model",) + _SAMPLING + ("system", "stdin_too", "json_out", "stats", "visual", "delay", "trace",
-                                           "pull", "ngl", "threads") + DEVICE_OPTIONS + ("cache", "verbose")
+                                           "pull", "ngl", "threads") + DEVICE_OPTIONS + ("cache", "memory_check",
+                                                                                         "verbose")
 
 
 @app.command()
@@ -385,7 +399,7 @@ def infill(
     writer = _trace_writer(o["trace"], o["json_out"])
     try:
         with open_model(o["model"], o["ngl"], o["threads"], o["verbose"], o["pull"],
-                        **{k: o[k] for k in DEVICE_OPTIONS}, cache=o["cache"]) as m:
+                        **{k: o[k] for k in DEVICE_OPTIONS}, cache=o["cache"], memory_check=o["memory_check"]) as m:
             gen = m.infill(template, chat=chat, user=user, system=o["system"], **{k: o[k] for k in _SAMPLING})
             sinks = _sinks(m, gen, template, o["visual"], delay=o["delay"], trace=writer, fixed=gen.fixed)
             result = _drive(gen, sinks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from typing import Any, Callable
 
 from . import families
 from .engine.params import MAX_LENGTH, GenerationParams
@@ -13,6 +14,55 @@ from .engine.params import MAX_LENGTH, GenerationParams
 GGUF_KEYS = {"dlm.gen_length": int, "dlm.steps": int, "dlm.block_length": int}
 
 FIELDS = {f.name for f in dataclasses.fields(GenerationParams)}
+
+
+def file_hints(meta: Callable[[str], Any], arch: str | None) -> dict[str, int]:
+    """The usable ``dlm.*`` settings of a GGUF, by GenerationParams field; META(key) gives a key's value
+    (text or number) or None. A malformed or non-positive value is ignored, not fatal; so is a block
+    length that does not divide the file's own (or its family's) length: a broken hint, not the user's error."""
+    hints: dict[str, int] = {}
+    for key, conv in GGUF_KEYS.items():
+        raw = meta(key)
+        if raw is None or isinstance(raw, bool):
+            continue
+        try:
+            value = conv(raw)
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            hints[key.split(".", 1)[1]] = value
+    family = families.family(arch).generation
+    length = hints.get("gen_length", family.get("gen_length", GenerationParams.gen_length))
+    if length % hints.get("block_length", 1):
+        del hints["block_length"]
+    return hints
+
+
+def sources(arch: str | None, catalog: dict, file: dict) -> tuple[GenerationParams | None, dict[str, str], str]:
+    """The generation settings a run starts from when no flag is given, and the layer each value came
+    from: "dlm" (built in), "family ARCH", "catalog", "file" (its dlm.* keys) or "fitted" (chosen to
+    make the block split fit). Returns (params, sources, error): params None and the error's text
+    when the combination cannot run."""
+    from .errors import DlmError
+
+    family = families.family(arch).generation
+    label = f"family {arch}" if families.known(arch) else f"family {families.FALLBACK_ARCH} (fallback)"
+    layers = [("dlm", {**GenerationParams().to_dict(), "early_stop": True}), (label, family),
+              ("catalog", {k: v for k, v in catalog.items() if k in FIELDS and family.get(k) != v}),
+              ("file", file)]
+    merged: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for name, values in layers:
+        for k, v in values.items():
+            merged[k], where[k] = v, name
+    try:
+        params = resolve(arch or "", {**{k: v for k, v in catalog.items() if k in FIELDS}, **file}, {})
+    except DlmError as e:
+        return None, where, str(e)
+    for k, v in params.to_dict().items():
+        if merged.get(k) != v:
+            where[k] = "fitted"
+    return params, where, ""
 
 
 def resolve(arch: str, model_defaults: dict, overrides: dict) -> GenerationParams:

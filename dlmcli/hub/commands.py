@@ -77,19 +77,38 @@ def models(
     if downloaded:
         rows = [r for r in rows if r.status in ("bundled", "downloaded")]
     default, _fallback, source = cfg.default_model_with_source()
+    memory = [_row_memory(r) for r in rows]
     if as_json:
-        typer.echo(json.dumps([{**r.to_dict(), "default": r.name == default} for r in rows], indent=2))
+        typer.echo(json.dumps([{**r.to_dict(), "default": r.name == default, "memory": m[0], "memory_approx": m[1]}
+                               for r, m in zip(rows, memory)], indent=2))
         return
-    lines = [("MODEL", "ARCH", "QUANT", "SIZE", "LICENSE", "STATUS")]
-    for r in rows:
+    lines = [("MODEL", "ARCH", "QUANT", "SIZE", "MEMORY", "LICENSE", "STATUS")]
+    for r, (need, approx) in zip(rows, memory):
         status = {"available": "", "downloaded": "downloaded", "bundled": "bundled"}.get(r.status, r.status)
         if r.status == "partial" and r.progress is not None:
             status = f"partial {100 * r.progress:.0f}%"
         name = r.name + (" *" if r.name == default else "")
-        lines.append((name, r.arch or "", r.quant or "", _size(r.size, r.approx), r.license or "", status))
-    typer.echo(_columns(lines, right={3}))
+        mem = "" if need is None else _gib(need) + ("+" if approx else "")
+        lines.append((name, r.arch or "", r.quant or "", _size(r.size, r.approx), mem, r.license or "", status))
+    typer.echo(_columns(lines, right={3, 4}))
     marked = "* " if any(r.name == default for r in rows) else ""
     _err().print(f"{marked}default model: {default} ({source}); pull one with 'dlm pull NAME'", style="dim")
+
+
+def _row_memory(r) -> tuple[int | None, bool]:
+    """Memory a `dlm models` row needs with the default canvas (host + GPU), and whether it is only a
+    lower bound (a model not downloaded: the weights and dlm itself)."""
+    if r.path and r.status in ("bundled", "downloaded"):
+        from . import catalog_entry_for
+
+        entry = catalog_entry_for(r.name)
+        mem = _memory(r.path, r.name, entry, None)
+        return (mem["host"] + mem["device"], False) if mem else (None, False)
+    if r.size:
+        from ..memory import PROCESS_OVERHEAD
+
+        return r.size + PROCESS_OVERHEAD, True
+    return None, False
 
 
 def info(
@@ -97,20 +116,35 @@ def info(
     as_json: JsonOpt = False,
     template: Annotated[bool, typer.Option("--template", help="Print the model's chat template (its Jinja source) and nothing else.")] = False,
 ) -> None:
-    """Show a model's GGUF metadata (architecture, size, quant, context, mask token...) without loading it."""
+    """Show a model's GGUF metadata, its generation defaults and the memory it needs, without loading it.
+
+    A catalog model that is not downloaded is described from the catalog."""
     from . import catalog_entry_for, resolve_model
     from .ggufinfo import read_info
 
+    entry = catalog_entry_for(model)
+    ref = parse_spec(model)
+    if entry is not None and ref.kind == "hub" and ref.filename is None and ref.quant is None:
+        from . import find_local
+
+        if find_local(ref) is None:  # nothing to read: what the catalog knows
+            _catalog_info(model, entry, as_json, template)
+            return
     path = resolve_model(model, pull_hint=False)  # info has no --pull to suggest
     meta = read_info(path)
-    entry = catalog_entry_for(model)
     if template:
         if meta.chat_template_text is None:
             raise ModelError(f"{model} has no chat template (dlm then feeds the prompt as plain text)")
         typer.echo(meta.chat_template_text)
         return
+    from ..defaults import file_hints
+
+    hints = file_hints(meta.dlm_keys.get, meta.architecture)
+    params, where, problem = _generation(meta.architecture, entry, hints)
+    mem = _memory(path, model, entry, params)
     if as_json:
-        data = {"model": model, **meta.to_dict(), "catalog": entry.to_dict() if entry else None}
+        data = {"model": model, **meta.to_dict(), "catalog": entry.to_dict() if entry else None,
+                "generation_defaults": _generation_json(params, where, problem), "memory": mem}
         typer.echo(json.dumps(data, indent=2))
         return
 
@@ -147,13 +181,124 @@ def info(
         ("chat template", f"yes ({len(meta.chat_template_text or '')} characters; --template prints it)"
          if meta.chat_template else "no"),
         ("license", meta.license or (entry.license if entry else "")),
+        ("catalog", f"{entry.name} ({entry.repo})" if entry else ""),
+        ("dlm keys", ", ".join(f"{k}={_short(v)}" for k, v in meta.dlm_keys.items())),
+        ("memory", _memory_text(mem)),
     ]
-    if entry is not None:
-        rows.append(("catalog", f"{entry.name} ({entry.repo})"))
-        rows.append(("defaults", ", ".join(f"{k}={v}" for k, v in entry.defaults.items())))
-        if entry.prompt_format:
-            rows.append(("prompt format", json.dumps(entry.prompt_format)))
+    if entry is not None and entry.prompt_format:
+        rows.append(("prompt format", json.dumps(entry.prompt_format)))
     typer.echo(_columns([(k, v) for k, v in rows if v != ""]))
+    typer.echo("")
+    typer.echo(_generation_text(params, where, problem))
+
+
+def _catalog_info(model: str, entry, as_json: bool, template: bool) -> None:
+    """`dlm info` of a catalog model not downloaded: what the catalog says, and how to get the file."""
+    if template:
+        raise ModelError(f"model {model} is not downloaded and its chat template is inside the file; "
+                         f"run 'dlm pull {model}'")
+    params, where, problem = _generation(entry.arch, entry, {})
+    from ..memory import PROCESS_OVERHEAD
+
+    need = int(entry.size_gb * 1e9) + PROCESS_OVERHEAD
+    if as_json:
+        data = {"model": model, "downloaded": False, "catalog": entry.to_dict(),
+                "generation_defaults": _generation_json(params, where, problem),
+                "memory": {"at_least": need, "note": "weights and dlm; the canvas buffers need the file's shape"}}
+        typer.echo(json.dumps(data, indent=2))
+        return
+    rows = [
+        ("model", model),
+        ("status", f"not downloaded; 'dlm pull {model}' fetches it"),
+        ("catalog", f"{entry.name} ({entry.repo})"),
+        ("description", entry.description),
+        ("architecture", entry.arch),
+        ("quant", entry.quant),
+        ("size", f"~{entry.size_gb:g} GB"),
+        ("chat", "yes (instruction tuned)" if entry.chat else "no (a base model)"),
+        ("license", entry.license),
+        ("prompt format", json.dumps(entry.prompt_format) if entry.prompt_format else ""),
+        ("memory", f"at least ~{_gib(need)} (the weights and dlm; more for the canvas)"),
+    ]
+    typer.echo(_columns([(k, v) for k, v in rows if v != ""]))
+    typer.echo("")
+    typer.echo(_generation_text(params, where, problem))
+
+
+def _generation(arch, entry, hints: dict):
+    from ..defaults import sources
+
+    return sources(arch, entry.overrides if entry else {}, hints)
+
+
+# Shown for every schedule; the schedule's own knob (block_length or eps) is added after it.
+_SHOWN = ("gen_length", "steps", "schedule", "algorithm", "alg_temp", "temperature", "top_k", "top_p", "cfg",
+          "threshold", "factor", "early_stop", "seed")
+
+
+def _shown_fields(params) -> list[str]:
+    own = "block_length" if params.schedule == "block" else "eps"
+    fields = list(_SHOWN)
+    fields.insert(fields.index("schedule") + 1, own)
+    return [f for f in fields if getattr(params, f) is not None]
+
+
+def _generation_json(params, where: dict, problem: str) -> dict:
+    if params is None:
+        return {"error": problem}
+    return {f: {"value": getattr(params, f), "source": where.get(f, "dlm")} for f in _shown_fields(params)}
+
+
+def _generation_text(params, where: dict, problem: str) -> str:
+    if params is None:
+        return f"generation defaults: unusable ({problem})"
+    rows = [("generation defaults", "value", "from")]
+    for f in _shown_fields(params):
+        rows.append(("  " + f, str(getattr(params, f)).lower() if isinstance(getattr(params, f), bool)
+                     else str(getattr(params, f)), where.get(f, "dlm")))
+    return _columns(rows) + "\n(flags such as -n and --steps override them; 'dlm generate -v' notes any value it fits)"
+
+
+def _memory(path, model: str, entry, params) -> dict | None:
+    """The memory check's figures for the default canvas, as a dict (None when the file's shape is unknown)."""
+    from ..api import memory_budget
+
+    try:
+        budget = memory_budget(path, model, catalog=entry.overrides if entry else None)
+    except Exception:  # noqa: BLE001 (info must describe the file even when this estimate cannot)
+        return None
+    if budget is None:
+        return None
+    canvas = min(budget.default_canvas, budget.shape.n_ctx or budget.default_canvas)
+    est = budget.estimate(canvas)
+    free = budget.free
+    return {"canvas_tokens": canvas, "host": est.host, "device": est.device, "weights": est.weights_host +
+            est.weights_device, "context": est.context, "gpu_layers": est.gpu_layers,
+            "free_host": free.host, "free_source": free.source, "free_gpu": free.gpu if free.gpus else None,
+            "fits": (free.host is None or est.host <= free.host) and (not est.device or est.device <= free.gpu)}
+
+
+def _memory_text(mem: dict | None) -> str:
+    if mem is None:
+        return ""
+    where = f"{_gib(mem['device'])} GPU + {_gib(mem['host'])} host" if mem["device"] else f"{_gib(mem['host'])}"
+    free = f"{_gib(mem['free_host'])} free ({mem['free_source']})" if mem["free_host"] is not None else "free memory unknown"
+    if mem["free_gpu"] is not None:
+        free += f", {_gib(mem['free_gpu'])} GPU free"
+    verdict = "" if mem["fits"] else "; too much: 'dlm generate' will refuse it (see --no-memory-check)"
+    return (f"~{where} for a canvas of {mem['canvas_tokens']} tokens (weights {_gib(mem['weights'])}, "
+            f"buffers {_gib(mem['context'])}); {free}{verdict}")
+
+
+def _gib(n: int) -> str:
+    from ..memory import gib
+
+    return gib(n)
+
+
+def _short(v) -> str:
+    text = str(v)
+    return text if len(text) <= 16 else text[:12] + "…"
 
 
 def _columns(rows: Sequence[tuple[str, ...]], right: AbstractSet[int] = frozenset()) -> str:

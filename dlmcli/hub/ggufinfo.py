@@ -280,6 +280,7 @@ class GGUFInfo:
     license: str | None
     tensors: int
     extra: dict[str, Any] = field(default_factory=dict)
+    dlm_keys: dict[str, Any] = field(default_factory=dict)  # the file's own dlm.* settings, as stored
     chat_template_text: str | None = None  # the Jinja source, as the file has it (untrusted: never rendered here)
 
     def to_dict(self) -> dict[str, Any]:
@@ -364,4 +365,5 @@ def read_info(path: Path) -> GGUFInfo:
         else None,
         license=md.get("general.license"),
         tensors=len(tensors),
+        dlm_keys={k: v for k, v in md.items() if k.startswith("dlm.") and isinstance(v, (int, float, str))},
     )

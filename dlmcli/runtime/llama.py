@@ -318,13 +318,14 @@ class Runtime:
     """A model plus whatever context and batch the current canvases need."""
 
     def __init__(self, path: Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | None = None,
-                 verbose: bool = False, devices: Devices | None = None, cache: str = "off"):
+                 verbose: bool = False, devices: Devices | None = None, cache: str = "off", budget=None):
         if n_threads is not None and not 1 <= n_threads <= MAX_THREADS:
             raise UsageError(f"{param('threads')} must be between 1 and {MAX_THREADS} (got {n_threads})")
         check_cache(cache)
         native.init(verbose)
         self.n_threads = n_threads
         self.cache = cache
+        self.budget = budget  # dlmcli.memory.Budget: a larger context is checked before it is made
         self.ctx: LlamaContext | None = None
         self.batch: LlamaBatch | None = None
         self.prefix: PrefixCache | None = None
@@ -402,6 +403,8 @@ class Runtime:
             return
         n_tokens = max(n_tokens, self.ctx.n_tokens if self.ctx else 0)
         n_seq = max(n_seq, self.ctx.n_seq if self.ctx else 1)
+        if self.budget is not None:
+            self.budget.check(n_tokens, n_seq)
         self._close_ctx()
         self.ctx = LlamaContext(self.model, n_tokens, n_seq, self.n_threads)
         self.batch = LlamaBatch(n_tokens, n_seq)

@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
     from ..cli import DEVICE_OPTIONS, borrow_options, generate
 
     @app.command()
-    @borrow_options(generate, ("ngl", "threads") + DEVICE_OPTIONS + ("verbose", "pull") + GENERATION_FLAGS)
+    @borrow_options(generate, ("ngl", "threads") + DEVICE_OPTIONS + ("memory_check", "verbose", "pull")
+                    + GENERATION_FLAGS)
     def serve(
         model: Annotated[Optional[list[str]], typer.Option("-m", "--model", help="A .gguf path or a model name; repeat to serve several (default: DLM_MODEL or the bundled model).")] = None,
         host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
@@ -65,7 +66,8 @@ def register(app: typer.Typer) -> None:
             loaded = []
             for name in names:
                 m = stack.enter_context(open_model(name, opts["ngl"], opts["threads"], opts["verbose"], opts["pull"],
-                                                   **{k: opts[k] for k in DEVICE_OPTIONS}))
+                                                   **{k: opts[k] for k in DEVICE_OPTIONS},
+                                                   memory_check=opts["memory_check"]))
                 m.params(**defaults)  # a bad server-wide default fails now, not on each request
                 loaded.append(m)
             code = run_server(loaded, host=host, port=port, max_batch=max_batch, max_queue=max_queue,

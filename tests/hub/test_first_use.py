@@ -54,8 +54,10 @@ def test_rm_answered_no_at_the_prompt_keeps_the_model(env, hub, cli):
 
 
 def test_info_of_a_model_not_pulled_does_not_advise_a_flag_it_lacks(env, hub, cli):
-    r = cli("info", "llada-8b-instruct")
-    assert r.exit_code == 1 and "run 'dlm pull llada-8b-instruct'" in r.stderr and "--pull" not in r.stderr
+    r = cli("info", "llada-8b-instruct")  # a catalog name: described from the catalog
+    assert r.exit_code == 0 and "'dlm pull llada-8b-instruct' fetches it" in r.stdout and "--pull" not in r.stdout
+    r = cli("info", "someone/other-GGUF")  # a repo dlm knows nothing of
+    assert r.exit_code == 1 and "run 'dlm pull someone/other-GGUF'" in r.stderr and "--pull" not in r.stderr
 
 
 def test_config_set_model_stores_an_absolute_path(env, hub, cli, tmp_path, monkeypatch):

@@ -1,0 +1,202 @@
+"""The memory check before a load (issue 15): the estimator against real GGUF files, the free-memory
+readers, and the refusal and its override end to end through the CLI (DLM_MEMORY_LIMIT lowers what
+the check takes as free, as a cgroup limit would)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dlmcli import memory
+from dlmcli.memory import Budget, Free, MemoryCheckError, estimate, read_shape
+
+from .conftest import ROOT, run_dlm
+
+TINY = ROOT / "dlmcli" / "models" / "tiny-llada.gguf"
+
+
+def _tensor_bytes_by_gguf(path: Path) -> dict[str, int]:
+    """Every tensor's data size as the gguf package (llama.cpp's own Python reader) reports it."""
+    from gguf import GGUFReader
+
+    return {t.name: int(t.n_bytes) for t in GGUFReader(str(path)).tensors}
+
+
+@pytest.mark.parametrize("name", ["llada.gguf", "dream.gguf"])
+def test_weights_are_the_files_tensor_bytes(gguf_dir, name):
+    path = gguf_dir / name
+    sizes = _tensor_bytes_by_gguf(path)
+    shape = read_shape(path)
+    assert shape.weights == sum(sizes.values())
+    # and the file is those bytes plus a header (and alignment padding) smaller than them
+    assert 0 < path.stat().st_size - shape.weights < 64 * 1024
+    for i, layer in enumerate(shape.layer_bytes):
+        assert layer == sum(v for k, v in sizes.items() if k.startswith(f"blk.{i}."))
+    assert shape.input_bytes == sizes["token_embd.weight"]
+
+
+def test_the_bundled_models_shape():
+    sizes = _tensor_bytes_by_gguf(TINY)
+    shape = read_shape(TINY)
+    assert shape.weights == sum(sizes.values()) and shape.n_layer == 6
+    assert (shape.n_vocab, shape.n_embd, shape.n_ff, shape.n_ctx) == (360, 192, 512, 96)
+
+
+def test_the_estimate_grows_with_the_canvas_and_adds_up():
+    shape = read_shape(TINY)
+    small, large = estimate(shape, 32), estimate(shape, 96)
+    assert small.host < large.host and small.device == large.device == 0
+    out, compute = memory.context_bytes(shape, 96)
+    assert out == 96 * 360 * 4  # a logit row per canvas position, float32
+    assert large.host == shape.weights + out + compute + memory.PROCESS_OVERHEAD
+    # two sequences of 48 need the buffers of one pass over 96 positions
+    assert estimate(shape, 96, n_seq=2).context == large.context
+
+
+def test_gpu_offload_moves_the_output_head_first_then_layers_from_the_end():
+    shape = read_shape(TINY)
+    total = shape.weights
+    none = estimate(shape, 64, n_gpu_layers=3, have_gpu=False)
+    assert none.device == 0 and none.weights_host == total  # no GPU: -ngl changes nothing
+    one = estimate(shape, 64, n_gpu_layers=1, have_gpu=True)
+    assert one.gpu_layers == 1 and one.weights_device == shape.output_bytes
+    three = estimate(shape, 64, n_gpu_layers=3, have_gpu=True)
+    assert three.weights_device == shape.output_bytes + shape.layer_bytes[-1] + shape.layer_bytes[-2]
+    every = estimate(shape, 64, n_gpu_layers=-1, have_gpu=True)
+    assert every.gpu_layers == shape.n_layer + 1
+    assert every.weights_host == shape.input_bytes + shape.other_bytes  # the token embedding stays on the host
+    assert every.weights_host + every.weights_device == total + (shape.output_bytes - shape.head_bytes)
+
+
+def test_a_gpu_too_small_is_refused_with_a_layer_count_that_fits():
+    shape = read_shape(TINY)
+    want = estimate(shape, 64, n_gpu_layers=-1, have_gpu=True)
+    free = Free(host=1 << 40, source="MemAvailable", gpus=(("CUDA0", want.device - 1, 1 << 34),))
+    budget = Budget("tiny", shape, free, n_gpu_layers=-1)
+    with pytest.raises(MemoryCheckError) as e:
+        budget.check(64)
+    message = str(e.value)
+    assert "of GPU memory" in message and "on CUDA0" in message and "--no-memory-check" in message
+    fit = int(message.split("--ngl ")[1].split()[0])
+    assert 0 < fit < shape.n_layer + 1
+    Budget("tiny", shape, free, n_gpu_layers=fit).check(64)  # the advice holds
+    assert Budget("tiny", shape, free, n_gpu_layers=0).check(64).device == 0
+
+
+def test_rpc_hosts_memory_is_not_checked_here():
+    shape = read_shape(TINY)
+    free = Free(host=1 << 40, source="MemAvailable", gpus=())
+    est = Budget("tiny", shape, free, n_gpu_layers=-1, remote=True).check(64)
+    assert est.device > 0  # counted as elsewhere, not refused
+
+
+@pytest.mark.parametrize("text, value", [("8G", 8 << 30), ("512M", 512 << 20), ("1.5GiB", 3 << 29),
+                                         ("2000", 2000), ("64kb", 64 << 10)])
+def test_sizes(text, value):
+    assert memory.parse_size(text) == value
+
+
+def test_a_bad_size_is_a_usage_error():
+    from dlmcli.errors import UsageError
+
+    with pytest.raises(UsageError, match="DLM_MEMORY_LIMIT"):
+        memory.parse_size("lots")
+
+
+def test_cgroup_v2_limit(tmp_path):
+    (tmp_path / "proc").write_text("0::/user.slice/app\n")
+    d = tmp_path / "cg" / "user.slice" / "app"
+    d.mkdir(parents=True)
+    (d / "memory.max").write_text("1073741824\n")
+    (d / "memory.current").write_text("536870912\n")
+    (d / "memory.stat").write_text("anon 1\ninactive_file 1048576\n")
+    assert memory.cgroup_free(tmp_path / "cg", tmp_path / "proc") == (512 << 20) + (1 << 20)
+    (d / "memory.max").write_text("max\n")
+    assert memory.cgroup_free(tmp_path / "cg", tmp_path / "proc") is None
+
+
+def test_cgroup_v1_limit_and_no_limit(tmp_path):
+    (tmp_path / "proc").write_text("4:memory:/job\n0::/\n")
+    d = tmp_path / "cg" / "memory" / "job"
+    d.mkdir(parents=True)
+    (d / "memory.limit_in_bytes").write_text(str(2 << 30))
+    (d / "memory.usage_in_bytes").write_text(str(1 << 30))
+    assert memory.cgroup_free(tmp_path / "cg", tmp_path / "proc") == 1 << 30
+    (d / "memory.limit_in_bytes").write_text("9223372036854771712")  # v1's "no limit"
+    assert memory.cgroup_free(tmp_path / "cg", tmp_path / "proc") is None
+
+
+def test_the_smallest_free_figure_wins(monkeypatch):
+    monkeypatch.setenv(memory.LIMIT_ENV, "1M")
+    assert memory.free_host() == (1 << 20, memory.LIMIT_ENV)
+    monkeypatch.delenv(memory.LIMIT_ENV)
+    free, source = memory.free_host()
+    assert free is not None and free > 1 << 20 and source != memory.LIMIT_ENV
+
+
+# --- end to end through the CLI --------------------------------------------------------------
+def test_a_load_that_does_not_fit_is_refused_in_one_line_and_the_flag_overrides_it():
+    r = run_dlm("generate", "-m", "tiny-llada", "reverse hello", env={"DLM_MEMORY_LIMIT": "50M"})
+    lines = r.stderr.decode().splitlines()
+    assert r.returncode == 1 and r.stdout == b"" and len(lines) == 1, r.stderr
+    line = lines[0]
+    assert line.startswith("Error: tiny-llada needs about ") and "but 50 MiB is free (DLM_MEMORY_LIMIT)" in line
+    assert "--no-memory-check" in line and "smaller quantization" in line
+    ok = run_dlm("generate", "-m", "tiny-llada", "reverse hello", "--no-memory-check",
+                 env={"DLM_MEMORY_LIMIT": "50M"})
+    assert ok.returncode == 0 and ok.stdout == b"olleh\n", ok.stderr
+
+
+def test_the_other_loading_commands_check_too():
+    env = {"DLM_MEMORY_LIMIT": "50M"}
+    infill = run_dlm("infill", "-m", "tiny-llada", "a[MASK:2]b", env=env)
+    chat = run_dlm("chat", "-m", "tiny-llada", input=b"reverse hello\n", env=env)
+    for r in (infill, chat):
+        assert r.returncode == 1 and b"Error: tiny-llada needs about" in r.stderr, r.stderr
+    ok = run_dlm("chat", "-m", "tiny-llada", "--no-memory-check", input=b"reverse hello\n", env=env)
+    assert ok.returncode == 0 and ok.stdout == b"olleh\n", ok.stderr
+
+
+def test_a_longer_answer_is_checked_before_the_load():
+    shape = read_shape(TINY)
+    default = estimate(shape, 16 + memory.PROMPT_ALLOWANCE).host
+    longer = estimate(shape, 96).host  # -n 80 plus the prompt allowance, capped at the context
+    limit = (default + longer) // 2
+    env = {"DLM_MEMORY_LIMIT": str(limit)}
+    assert run_dlm("generate", "-m", "tiny-llada", "reverse hello", env=env).stdout == b"olleh\n"
+    r = run_dlm("generate", "-m", "tiny-llada", "-n", "80", "reverse hello", env=env)
+    assert r.returncode == 1 and b"a canvas of 96 tokens" in r.stderr, r.stderr
+
+
+def test_the_exact_canvas_of_a_batch_is_checked_before_its_pass(tmp_path):
+    # The load fits; eight prompts sharing one pass need a context eight canvases wide, which does not.
+    shape = read_shape(TINY)
+    load = estimate(shape, 16 + memory.PROMPT_ALLOWANCE).host
+    batch = estimate(shape, 8 * 25).host  # 8 x (a templated prompt of ~9 tokens + 16)
+    assert load < batch
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("reverse hello\n" * 8)
+    r = run_dlm("generate", "-m", "tiny-llada", "--batch", prompts, env={"DLM_MEMORY_LIMIT": str(load + 4096)})
+    assert r.returncode == 1 and b"over 8 sequences" in r.stderr and r.stdout == b"", r.stderr
+    assert len(r.stderr.decode().splitlines()) == 1
+
+
+def test_info_and_models_show_the_estimate():
+    info = json.loads(run_dlm("info", "tiny-llada", "--json").stdout)
+    mem = info["memory"]
+    shape = read_shape(TINY)
+    assert mem["canvas_tokens"] == 16 + memory.PROMPT_ALLOWANCE
+    assert mem["host"] == estimate(shape, mem["canvas_tokens"]).host and mem["fits"] is True
+    text = run_dlm("info", "tiny-llada").stdout.decode()
+    assert "memory" in text and f"for a canvas of {mem['canvas_tokens']} tokens" in text
+    low = run_dlm("info", "tiny-llada", env={"DLM_MEMORY_LIMIT": "50M"}).stdout.decode()
+    assert "too much" in low and "--no-memory-check" in low
+    models = run_dlm("models").stdout.decode().splitlines()
+    assert "MEMORY" in models[0]
+    row = next(line for line in models if line.startswith("tiny-llada"))
+    assert memory.gib(mem["host"]) in row
+    rows = {r["name"]: r for r in json.loads(run_dlm("models", "--json").stdout)}
+    assert rows["tiny-llada"]["memory"] == mem["host"] and rows["tiny-llada"]["memory_approx"] is False
+    assert rows["llada-8b-instruct"]["memory_approx"] is True
