@@ -36,7 +36,7 @@ def test_a_dream_file_shows_eps_not_a_block_length():
 
 
 def test_a_path_whose_length_does_not_fit_the_family_block_shows_the_fitted_value(tmp_path):
-    from dlmcli.ggufgen import write_random_gguf
+    from tools.ggufgen import write_random_gguf
 
     p = write_random_gguf(tmp_path / "m.gguf", "llada", extra_kv={"dlm.gen_length": 70})
     g = _defaults(p)["generation_defaults"]
