@@ -30,7 +30,7 @@ from .engine.events import Step
 from .engine.params import MAX_LENGTH, GenerationParams
 from .engine.schedule import Schedule
 from .engine.scoring import default_threads
-from .errors import DlmError, GenerationError, ModelError, UsageError, param
+from .errors import DlmError, GenerationError, ModelError, TemplateError, UsageError, param
 from .messages import check_messages, plain_transcript
 from .runtime.llama import ALL_LAYERS, Devices, Runtime
 from .template import render_chat
@@ -339,7 +339,10 @@ class Model:
             return self.runtime.tokenize(prompt, add_special=True, parse_special=False)
         messages = ([{"role": "system", "content": system}] if system else []) + \
             [{"role": "user", "content": prompt}]
-        return self._template_tokens(messages)
+        try:
+            return self._template_tokens(messages)
+        except TemplateError as e:
+            raise e.with_hint(f"pass {param('raw')} to skip the template") from None
 
     @property
     def context_length(self) -> int | None:
@@ -529,7 +532,10 @@ class Model:
         if chat and self.chat_template:
             messages = ([{"role": "system", "content": system}] if system is not None else []) + \
                 ([{"role": "user", "content": user}] if user is not None else [])
-            prefix = self._template_tokens(messages)
+            try:
+                prefix = self._template_tokens(messages)
+            except TemplateError as e:
+                raise e.with_hint("drop --chat to fill the text without the template") from None
         else:
             rt = self.runtime
             prefix = [rt.bos_id] if rt.add_bos and rt.bos_id >= 0 else []

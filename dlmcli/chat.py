@@ -13,7 +13,7 @@ import sys
 import unicodedata
 from pathlib import Path
 
-from .errors import DlmError, UsageError
+from .errors import DlmError, TemplateError, UsageError
 from .render import MAX_DELAY
 
 PROMPT = ">>> "
@@ -107,7 +107,10 @@ class ChatSession:
     def turn(self, text: str) -> None:
         from .cli import _drive, _sinks
 
-        turn = self.conv.denoise(text)  # refuses a message that cannot fit, before anything is drawn
+        try:
+            turn = self.conv.denoise(text)  # refuses a message that cannot fit, before anything is drawn
+        except TemplateError as e:  # chat has no --raw: say what does work
+            raise e.with_hint("a conversation needs it; 'dlm generate --raw' runs the model on plain text") from None
         if turn.dropped:
             n = turn.dropped
             note(f"The conversation outgrew the context of {self.model.context_length} tokens: dropped the "

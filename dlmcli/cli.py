@@ -26,6 +26,26 @@ class _BoundaryGroup(TyperGroup):
     def invoke(self, ctx):
         return boundary(TyperGroup.invoke)(self, ctx)
 
+    def get_command(self, ctx, cmd_name):
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _plain_arguments(cmd)
+        return cmd
+
+
+def _no_type(ctx) -> None:
+    return None
+
+
+def _plain_arguments(cmd) -> None:
+    """Help shows 'PROMPT  The prompt...', not Typer's 'PROMPT <str>': the argument's name and its help
+    say what it is (and sub-apps such as 'config' the same)."""
+    for p in getattr(cmd, "params", ()):
+        if getattr(p, "param_type_name", "") == "argument":
+            p.display_type_rich = _no_type
+    for sub in getattr(cmd, "commands", {}).values():
+        _plain_arguments(sub)
+
 
 app = typer.Typer(
     name="dlm",
@@ -412,10 +432,10 @@ def infill(
 @app.command("rpc-server")
 @boundary
 def rpc_server(
-    host: Annotated[str, typer.Option("--host", help="IPv4 address to listen on (0.0.0.0: every interface; trusted networks only).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port to listen on.")] = 50052,
-    device: Annotated[Optional[list[str]], typer.Option("--device", help="Device to serve, e.g. CUDA0 (repeatable; default: the GPUs, else the CPU).")] = None,
-    cache: Annotated[Optional[Path], typer.Option("--cache", help="Keep received weights in DIR, so a restarted client does not resend them.")] = None,
+    host: Annotated[str, typer.Option("--host", metavar="HOST", help="IPv4 address to listen on (0.0.0.0: every interface; trusted networks only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", min=1, max=65535, help="TCP port to listen on.")] = 50052,
+    device: Annotated[Optional[list[str]], typer.Option("--device", metavar="NAME", help="Device to serve, e.g. CUDA0 (repeatable; default: the GPUs, else the CPU).")] = None,
+    cache: Annotated[Optional[Path], typer.Option("--cache", metavar="DIR", help="Keep received weights in DIR, so a restarted client does not resend them.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", metavar="N", min=1, max=512, help="CPU threads when it serves the CPU (default: all cores).")] = None,
     verbose: VerboseOpt = False,
 ):

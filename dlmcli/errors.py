@@ -65,6 +65,14 @@ class ModelError(DlmError):
     """The model file cannot be used: missing, not GGUF, not a diffusion model, bad metadata."""
 
 
+class TemplateError(ModelError):
+    """The model's chat template failed to render. The message names no flag: what skips the template
+    depends on the caller (``generate --raw``; infill without ``--chat``; none for a chat)."""
+
+    def with_hint(self, hint: str) -> "TemplateError":
+        return TemplateError(f"{self}; {hint}")
+
+
 class HubError(DlmError):
     """Download or cache failures: missing repo or quant, no network, gated repo, disk full."""
 

@@ -23,7 +23,7 @@ import threading
 import time
 from datetime import datetime
 
-from .errors import ModelError
+from .errors import TemplateError
 
 MAX_OUTPUT = 1 << 20  # characters a rendered prompt may have
 MAX_SECONDS = 2.0  # a chat template renders in microseconds; anything slower is hostile or broken
@@ -57,7 +57,7 @@ def _env():
         env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
         def raise_exception(message):
-            raise ModelError(f"the model's chat template refused the conversation: {message}")
+            raise TemplateError(f"the model's chat template refused the conversation: {message}")
 
         env.globals["raise_exception"] = raise_exception
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(str(fmt))
@@ -100,7 +100,6 @@ def _render_here(template: str, messages: list[dict], *, bos_token: str = "", eo
                  add_generation_prompt: bool = True) -> str:
     from jinja2.exceptions import SecurityError
 
-    hint = "pass --raw to skip the template"
     try:
         with _deadline():
             tpl = _env().from_string(template)
@@ -109,23 +108,23 @@ def _render_here(template: str, messages: list[dict], *, bos_token: str = "", eo
                                       add_generation_prompt=add_generation_prompt):
                 size += len(chunk)
                 if size > MAX_OUTPUT:
-                    raise ModelError(f"the model's chat template produced over {MAX_OUTPUT} characters; {hint}")
+                    raise TemplateError(f"the model's chat template produced over {MAX_OUTPUT} characters")
                 out.append(chunk)
             return "".join(out)
-    except ModelError:
+    except TemplateError:
         raise
     except TemplateTimeout:
-        raise ModelError(f"the model's chat template took over {MAX_SECONDS:g}s to render; {hint}") from None
+        raise TemplateError(f"the model's chat template took over {MAX_SECONDS:g}s to render") from None
     except SecurityError as e:
-        raise ModelError(f"the model's chat template tried something unsafe and was stopped ({e}); {hint}") from None
+        raise TemplateError(f"the model's chat template tried something unsafe and was stopped ({e})") from None
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # untrusted code: whatever it raises is the file's fault
-        raise ModelError(f"the model's chat template failed to render ({type(e).__name__}: {e}); {hint}") from None
+        raise TemplateError(f"the model's chat template failed to render ({type(e).__name__}: {e})") from None
 
 
-def _timeout_error() -> ModelError:
-    return ModelError(f"the model's chat template took over {MAX_SECONDS:g}s to render; pass --raw to skip the template")
+def _timeout_error() -> TemplateError:
+    return TemplateError(f"the model's chat template took over {MAX_SECONDS:g}s to render")
 
 
 class _Helper:
@@ -157,14 +156,13 @@ class _Helper:
                 self._kill()
                 if isinstance(e, TimeoutError):
                     raise _timeout_error() from None
-                raise ModelError("the model's chat template crashed its renderer (out of memory?); "
-                                 "pass --raw to skip the template") from None
+                raise TemplateError("the model's chat template crashed its renderer (out of memory?)") from None
         obj = json.loads(reply)
         if "text" in obj:
             return obj["text"]
         if obj.get("timeout"):
             raise _timeout_error()
-        raise ModelError(obj["error"])
+        raise TemplateError(obj["error"])
 
     def _kill(self) -> None:
         if self._proc is not None:
@@ -218,10 +216,10 @@ def _serve() -> None:
         reply: dict[str, object]
         try:
             reply = {"text": _render_here(req.pop("template"), req.pop("messages"), **req)}
-        except ModelError as e:
+        except TemplateError as e:
             reply = {"error": str(e), "timeout": "took over" in str(e)}
         except MemoryError:
-            reply = {"error": "the model's chat template ran out of memory; pass --raw to skip the template"}
+            reply = {"error": "the model's chat template ran out of memory"}
         data = json.dumps(reply).encode()
         out.write(struct.pack("<I", len(data)) + data)
         out.flush()

@@ -229,3 +229,27 @@ def test_info_shows_the_chat_template():
     t = run_dlm("info", "tiny-llada", "--template")
     assert t.returncode == 0 and b"add_generation_prompt" in t.stdout and t.stdout.count(b"\n") >= 1
     assert b"chat_template_text" in run_dlm("info", "tiny-llada", "--json").stdout
+
+
+def test_argument_help_reads_naturally():
+    # Typer wrote 'PROMPT <str>', 'model <str>', '--host <str>', '--device <list[str]>', '--port <int range>'.
+    commands = ["generate", "infill", "chat", "serve", "replay", "rpc-server", "models", "info", "pull", "rm",
+                "config get", "config set", "config unset"]
+    for command in commands:
+        out = run_dlm(*command.split(), "--help").stdout.decode()
+        assert "<" not in out.replace("<=", ""), (command, out)
+    assert "  PROMPT  The prompt" in run_dlm("generate", "--help").stdout.decode()
+    assert "  MODEL  A .gguf path" in run_dlm("info", "--help").stdout.decode()
+
+
+def test_a_broken_template_names_what_skips_it_in_each_command(tmp_path):
+    from tools.ggufgen import write_random_gguf
+
+    path = write_random_gguf(tmp_path / "evil.gguf", "llada", chat_template="{{ ''.__class__.__base__.__subclasses__() }}")
+    chat = run_dlm("chat", "-m", path, "-n", "4", input=b"hi\n")  # chat has no --raw: it used to advise it
+    assert chat.returncode == 1 and b"--raw" in chat.stderr and b"dlm generate --raw" in chat.stderr, chat.stderr
+    assert b"pass --raw" not in chat.stderr
+    infill = run_dlm("infill", "--chat", "-m", path, "a[MASK:2]")
+    assert infill.returncode == 1 and b"drop --chat" in infill.stderr and b"--raw" not in infill.stderr
+    gen = run_dlm("generate", "-m", path, "-n", "4", "hi")
+    assert gen.returncode == 1 and b"pass --raw to skip the template" in gen.stderr

@@ -37,7 +37,7 @@ def _size(n: int | None, approx: bool = False) -> str:
 
 
 def pull(
-    model: Annotated[str, typer.Argument(help="Catalog name, owner/repo[:QUANT] or owner/repo:FILE.gguf.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Catalog name, owner/repo[:QUANT] or owner/repo:FILE.gguf.")],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     revision: Annotated[str, typer.Option("--revision", metavar="REV", help="A branch, tag or commit of the repo.")] = "main",
 ) -> None:
@@ -112,7 +112,7 @@ def _row_memory(r) -> tuple[int | None, bool]:
 
 
 def info(
-    model: Annotated[str, typer.Argument(help="A .gguf path, a bundled or catalog name, or owner/repo[:QUANT].")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A .gguf path, a bundled or catalog name, or owner/repo[:QUANT].")],
     as_json: JsonOpt = False,
     template: Annotated[bool, typer.Option("--template", help="Print the model's chat template (its Jinja source) and nothing else.")] = False,
 ) -> None:
@@ -320,7 +320,7 @@ def _params(n: int) -> str:
 
 
 def rm(
-    model: Annotated[str, typer.Argument(help="A pulled model: catalog name or owner/repo[:QUANT].")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A pulled model: catalog name or owner/repo[:QUANT].")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a pulled model (every shard) and any unfinished download of it from the cache."""
@@ -352,7 +352,7 @@ config_app = typer.Typer(help="Read or change dlm's settings (the default model)
 
 
 @config_app.command("get")
-def config_get(key: Annotated[str, typer.Argument(help="Setting name: model.")] = "model") -> None:
+def config_get(key: Annotated[str, typer.Argument(metavar="KEY", help="Setting name: model.")] = "model") -> None:
     """Print the value in effect (for model: DLM_MODEL, then the config file, then the bundled model)."""
     if key == "model":
         value, _fallback, source = cfg.default_model_with_source()
@@ -366,8 +366,8 @@ def config_get(key: Annotated[str, typer.Argument(help="Setting name: model.")] 
 
 @config_app.command("set")
 def config_set(
-    key: Annotated[str, typer.Argument(help="Setting name: model.")],
-    value: Annotated[str, typer.Argument(help="The value, e.g. a model name.")],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="Setting name: model.")],
+    value: Annotated[str, typer.Argument(metavar="VALUE", help="The value, e.g. a model name.")],
 ) -> None:
     """Store a setting in the config file."""
     if key == "model":
@@ -385,7 +385,7 @@ def config_set(
 
 
 @config_app.command("unset")
-def config_unset(key: Annotated[str, typer.Argument(help="Setting name: model.")]) -> None:
+def config_unset(key: Annotated[str, typer.Argument(metavar="KEY", help="Setting name: model.")]) -> None:
     """Remove a setting from the config file."""
     path = cfg.set_value(key, None)
     _err().print(f"{key} unset ({path})", style="dim")

@@ -41,13 +41,13 @@ def register(app: typer.Typer) -> None:
     @borrow_options(generate, ("ngl", "threads") + DEVICE_OPTIONS + ("memory_check", "verbose", "pull")
                     + GENERATION_FLAGS)
     def serve(
-        model: Annotated[Optional[list[str]], typer.Option("-m", "--model", help="A .gguf path or a model name; repeat to serve several (default: DLM_MODEL or the bundled model).")] = None,
-        host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8000,
-        max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Sequences that share one forward pass, at most; more wait in a queue (see docs/serve.md for the trade-off).")] = 8,
-        max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Sequences that may wait for a place; beyond it requests get 503 with Retry-After.")] = 256,
-        api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="DLM_API_KEY", show_envvar=True, help="Require 'Authorization: Bearer KEY' on every endpoint but /health.")] = None,
-        shutdown_timeout: Annotated[float, typer.Option("--shutdown-timeout", min=0.0, help="Seconds running requests may take to finish once SIGTERM or Ctrl-C arrives.")] = 10.0,
+        model: Annotated[Optional[list[str]], typer.Option("-m", "--model", metavar="MODEL", help="A .gguf path or a model name; repeat to serve several (default: DLM_MODEL or the bundled model).")] = None,
+        host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to bind (loopback by default).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8000,
+        max_batch: Annotated[int, typer.Option("--max-batch", metavar="N", min=1, help="Sequences that share one forward pass, at most; more wait in a queue (see docs/serve.md for the trade-off).")] = 8,
+        max_queue: Annotated[int, typer.Option("--max-queue", metavar="N", min=0, help="Sequences that may wait for a place; beyond it requests get 503 with Retry-After.")] = 256,
+        api_key: Annotated[Optional[str], typer.Option("--api-key", metavar="KEY", envvar="DLM_API_KEY", show_envvar=True, help="Require 'Authorization: Bearer KEY' on every endpoint but /health.")] = None,
+        shutdown_timeout: Annotated[float, typer.Option("--shutdown-timeout", metavar="SECONDS", min=0.0, help="Seconds running requests may take to finish once SIGTERM or Ctrl-C arrives.")] = 10.0,
         **opts,
     ):
         """Serve models over HTTP: OpenAI's chat/completions API, streaming the denoising; a playground at /."""
