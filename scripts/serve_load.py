@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_server(model: str, max_batch: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), HF_HUB_OFFLINE="1")
     proc = subprocess.Popen([sys.executable, "-m", "dlmcli", "serve", "-m", model, "--port", "0", "--max-batch",
                              str(max_batch), "--max-queue", "4096", *extra], stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, env=env)

@@ -13,13 +13,15 @@ stamp "F16 models one after the other in the background; build llama.cpp"
 ( timeout 300 bash -c "$(declare -f write_f16); write_f16 llada8b $MLF && write_f16 dream7b $MDF" ) > $B/models.log 2>&1 &
 timeout 330 python3 scripts/bench_vs_llama_cpp.py $COMMON --make-model small --build-only 2>&1 | tail -2
 ls $L/llama-diffusion-cli $L/llama-quantize || exit 1
-stamp "wait for the F16 models"; wait; cat $B/models.log; ls -la $R
+# Not a bare `wait`: it would also wait for the tee of `exec > >(tee ...)`, which never ends (the
+# last two attempts hung there).
+stamp "wait for the F16 models"; wait $(jobs -p); cat $B/models.log; ls -la $R
 stamp "quantize (three at once)"
 Q=$L/llama-quantize
 ( timeout 200 $Q $MDF $MD Q4_K_M 6 > $B/q3.log 2>&1; rm -f $MDF ) &
 ( timeout 200 $Q $MLF $ML Q4_K_M 5 > $B/q1.log 2>&1 ) &
 ( timeout 200 $Q $MLF $ML8 Q8_0 5 > $B/q2.log 2>&1 ) &
-wait; tail -n1 $B/q1.log $B/q2.log $B/q3.log; ls -la $R
+wait $(jobs -p); tail -n1 $B/q1.log $B/q2.log $B/q3.log; ls -la $R
 export LLAMA_CPP_LIB_PATH=$L
 stamp "forward pass: weights x flash attention, LLaDA-8B shape canvas 288, Dream-7B shape canvas 296"
 timeout 100 python3 scripts/bench_forward.py -m $ML -m $ML8 -m $MLF --canvas 288 --flash auto,on,off --threads 16 \
