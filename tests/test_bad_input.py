@@ -214,6 +214,7 @@ def check(r: subprocess.CompletedProcess, code: int, needle: str = "", usage: bo
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
+@pytest.mark.slow
 def test_row(row, outcomes):
     check(outcomes[row.id], row.code, row.needle, row.usage)
 
@@ -433,6 +434,7 @@ def _start_slow_run(slow_model: Path, trace: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_denoising_exits_130_and_the_trace_reads_incomplete(slow_model, tmp_path):
     trace = tmp_path / "t.jsonl"
     proc = _start_slow_run(slow_model, trace)
@@ -445,6 +447,7 @@ def test_ctrl_c_during_denoising_exits_130_and_the_trace_reads_incomplete(slow_m
     assert r.returncode == 1 and b"incomplete" in r.stderr and b"Traceback" not in r.stderr and r.stdout == b""
 
 
+@pytest.mark.slow
 def test_sigterm_during_denoising_leaves_a_trace_that_reads_incomplete(slow_model, tmp_path):
     trace = tmp_path / "t.jsonl"
     proc = _start_slow_run(slow_model, trace)
@@ -472,6 +475,7 @@ def test_sigterm_ignored_by_the_caller_stays_ignored(paths):
 SECRET = "hf_dlmSecretToken0123456789abcdefXYZ"
 
 
+@pytest.mark.slow
 def test_hf_token_never_in_output_logs_or_traces(paths, tmp_path):
     env = {"HF_TOKEN": SECRET, "HUGGING_FACE_HUB_TOKEN": SECRET, "HF_HOME": str(tmp_path / "hf")}
     trace = tmp_path / "t.jsonl"

@@ -56,6 +56,7 @@ def test_scoring_threads_do_not_change_results(llada):
         llada.vocab_info = old
 
 
+@pytest.mark.slow
 def test_cli_batch_answers_in_order(gguf_dir, tmp_path):
     f = tmp_path / "prompts.txt"
     f.write_text("\n".join(PROMPTS) + "\n")
@@ -147,6 +148,7 @@ def test_greedy_chunking_is_invisible(monkeypatch, chunk_bytes, algorithm):
         np.testing.assert_allclose(got[1], p.max(1), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_batch_skips_blank_lines_and_answers_around_a_bad_line(gguf_dir, tmp_path):
     f = tmp_path / "p.txt"
     f.write_text("abc\n\n" + "x " * 400 + "\ndef\n\n")  # line 3 does not fit the context of 128

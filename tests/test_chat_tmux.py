@@ -14,6 +14,7 @@ from dlmcli.render.text import MASK_GLYPH
 from .test_live_tmux import Tmux
 
 pytestmark = [
+    pytest.mark.slow,  # a real terminal: seconds per test
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)"),
     pytest.mark.skipif(not (BUNDLED_DIR / "tiny-llada.gguf").is_file(), reason="bundled tiny-llada missing"),
 ]

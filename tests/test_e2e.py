@@ -97,6 +97,7 @@ def test_stdout_is_only_the_answer_and_matches_json(gguf_dir):
     assert plain.stderr == b""  # not a terminal: no view, no chatter
 
 
+@pytest.mark.slow
 def test_stdin_prompt_and_both(gguf_dir):
     base = ["generate", "-m", gguf_dir / "llada.gguf", "-n", "4", "--raw", "--json"]
     only_stdin = run_dlm(*base, input=b"abc\n")

@@ -156,6 +156,7 @@ def test_transfer_counts_in_float32_like_dream():
                     assert timestep_transfer_count(masked, i, steps, ts) == dream_transfer_count(masked, ts[i], ts[i + 1])
 
 
+@pytest.mark.slow
 def test_timesteps_and_counts_match_torch():
     torch = pytest.importorskip("torch")
     for steps in range(1, 201):

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT, run_dlm
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -35,6 +37,7 @@ def test_a_shell_loop_over_stdin_answers_every_line(tmp_path):
     assert r.stdout.decode().splitlines() == ["olleh", "cba"]
 
 
+@pytest.mark.slow
 def test_piped_stdin_is_ignored_with_a_prompt_and_read_with_dash_or_stdin():
     ignored = run_dlm("generate", "-m", "tiny-llada", "add 1 2", input=b"reverse abc\n")
     assert ignored.returncode == 0 and ignored.stdout == b"3\n", ignored.stderr  # was '3333dd'
@@ -112,6 +115,7 @@ def _one_error(r, code: int, needle: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], lines
 
 
+@pytest.mark.slow
 def test_flags_the_run_would_ignore_are_refused():
     _one_error(run_dlm("generate", "-m", "tiny-llada", "--raw", "--system", "be brief", "hi"), 2,
                "--system goes into the chat template, which --raw skips")
@@ -127,6 +131,7 @@ def test_flags_the_run_would_ignore_are_refused():
     assert ok.returncode == 0 and ok.stdout == b"42\n", ok.stderr
 
 
+@pytest.mark.slow
 def test_dash_means_stdout_for_traces_and_pictures(tmp_path):
     r = run_dlm("generate", "-m", "tiny-llada", "--trace", "-", "reverse hello")
     assert r.returncode == 0, r.stderr
@@ -162,6 +167,7 @@ def test_stopping_at_the_length_limit_says_so():
     assert full.stderr == b""
 
 
+@pytest.mark.slow
 def test_authors_algorithm_names_and_model_names_in_any_case():
     for name in ("low_confidence", "maskgit_plus", "Low-Confidence"):
         r = run_dlm("generate", "-m", "TINY-LLADA", "-a", name, "reverse hello")
@@ -171,6 +177,7 @@ def test_authors_algorithm_names_and_model_names_in_any_case():
     _one_error(run_dlm("generate", "-m", "tiny-lada", "hi"), 1, "unknown model tiny-lada; did you mean tiny-llada?")
 
 
+@pytest.mark.slow
 def test_directories_as_models_get_one_message(tmp_path):
     d = tmp_path / "owner" / "repo"
     d.mkdir(parents=True)

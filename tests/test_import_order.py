@@ -28,6 +28,7 @@ def test_libstdcxx_is_global_after_numpy_then_dlm():
     assert after.stdout.strip() == "True"
 
 
+@pytest.mark.slow
 def test_device_check_script_dlm_variants_on_cpu(gguf_dir):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_import_order.py"), "-m",
                         str(gguf_dir / "llada.gguf"), "--ngl", "0", "--only-dlm"],

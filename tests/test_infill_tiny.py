@@ -53,6 +53,7 @@ DIRECTIONS = {
 
 
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
+@pytest.mark.slow
 def test_reverse_infill_accuracy(model, words, seed, direction):
     misses, outputs = [], {}
     for w in words:

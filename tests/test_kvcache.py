@@ -206,6 +206,7 @@ def test_tiny_models_still_answer_with_the_cache():
         assert m.generate("reverse hello", seed=0, schedule="block").text == "olleh"
 
 
+@pytest.mark.slow
 def test_cli_cache_flag(gguf_dir):
     r = run_dlm("generate", "reverse hello", "-m", "tiny-llada", "--cache", "prefix", "--no-visual")
     assert r.returncode == 0 and r.stdout.decode().strip() == "olleh"

@@ -149,6 +149,7 @@ def test_a_load_that_does_not_fit_is_refused_in_one_line_and_the_flag_overrides_
     assert ok.returncode == 0 and ok.stdout == b"olleh\n", ok.stderr
 
 
+@pytest.mark.slow
 def test_the_other_loading_commands_check_too():
     env = {"DLM_MEMORY_LIMIT": "50M"}
     infill = run_dlm("infill", "-m", "tiny-llada", "a[MASK:2]b", env=env)
@@ -183,6 +184,7 @@ def test_the_exact_canvas_of_a_batch_is_checked_before_its_pass(tmp_path):
     assert len(r.stderr.decode().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_info_and_models_show_the_estimate():
     info = json.loads(run_dlm("info", "tiny-llada", "--json").stdout)
     mem = info["memory"]

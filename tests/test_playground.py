@@ -13,9 +13,10 @@ from .test_serve import Server
 CHROMIUM = shutil.which("chromium")
 DRIVER = "/usr/bin/chromedriver"
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None or shutil.which(DRIVER) is None,
-                                reason="chromium and chromium-driver are not installed (apt-get install chromium "
-                                       "chromium-driver)")
+pytestmark = [pytest.mark.slow,  # a real browser
+              pytest.mark.skipif(CHROMIUM is None or shutil.which(DRIVER) is None,
+                                 reason="chromium and chromium-driver are not installed (apt-get install chromium "
+                                        "chromium-driver)")]
 
 
 @pytest.fixture()

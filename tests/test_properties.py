@@ -103,6 +103,7 @@ def _rss_kib() -> int:
     return 0
 
 
+@pytest.mark.slow
 def test_hundred_generations_do_not_grow_memory(gguf_dir):
     with Model(gguf_dir / "llada.gguf") as m:
         for _ in range(10):  # warm-up: context, batch, caches reach their size
@@ -116,6 +117,7 @@ def test_hundred_generations_do_not_grow_memory(gguf_dir):
     assert grown < 8 * 1024, f"RSS grew by {grown} KiB over 100 generations"
 
 
+@pytest.mark.slow
 def test_loading_and_closing_repeatedly_does_not_leak(gguf_dir):
     for _ in range(5):
         with Model(gguf_dir / "llada.gguf") as m:

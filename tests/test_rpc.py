@@ -104,6 +104,7 @@ def _tokens(*args, env=None):
     ("tiny-dream", "add 12 30", ()),
     ("deep", "hi", ("--raw", "-n", "16", "-s", "8")),
 ])
+@pytest.mark.slow
 def test_rpc_gives_the_local_tokens(servers, deep_model, model, prompt, extra):
     m = str(deep_model) if model == "deep" else model
     local, _ = _tokens("-m", m, *extra, prompt)
@@ -117,6 +118,7 @@ def test_rpc_gives_the_local_tokens(servers, deep_model, model, prompt, extra):
 
 
 @needs_rpc
+@pytest.mark.slow
 def test_tensor_split_moves_the_layers(servers, deep_model):
     """--tensor-split 1,0 puts every layer on the first host; the answer does not change."""
     both = f"{servers[0].endpoint},{servers[1].endpoint}"
@@ -128,6 +130,7 @@ def test_tensor_split_moves_the_layers(servers, deep_model):
     assert placed == [f"placement: layers 0-5: RPC0 ({servers[0].endpoint})"], placed
 
 
+@pytest.mark.slow
 def test_server_speaks_the_protocol_dlm_checks(servers):
     """The version the pre-flight expects is what this llama.cpp's own server answers."""
     assert servers[0].version == rpc.PROTOCOL
@@ -143,6 +146,7 @@ def _one_error_line(r) -> str:
 
 
 @needs_rpc
+@pytest.mark.slow
 def test_refused_port_names_the_host():
     port = free_port()
     r = run_dlm("generate", "-m", "tiny-llada", "--rpc", f"127.0.0.1:{port}", "hi", timeout=60)
@@ -151,6 +155,7 @@ def test_refused_port_names_the_host():
 
 
 @needs_rpc
+@pytest.mark.slow
 def test_host_that_never_answers_the_handshake_fails_in_bounded_time():
     """A listener that accepts but never answers (a busy or wedged host): DLM_RPC_TIMEOUT bounds the wait."""
     with socket.socket() as silent:
@@ -184,6 +189,7 @@ def _fake_server(major: int) -> tuple[socket.socket, str]:
 
 
 @needs_rpc
+@pytest.mark.slow
 def test_protocol_version_mismatch_names_both_versions():
     sock, ep = _fake_server(rpc.PROTOCOL[0] + 1)
     with sock:
@@ -194,6 +200,7 @@ def test_protocol_version_mismatch_names_both_versions():
 
 
 @needs_rpc
+@pytest.mark.slow
 def test_host_killed_in_the_middle_of_a_run(tmp_path):
     """The rpc-server dies between two passes: ggml would abort(); dlm says which host, exits 1."""
     from tools.ggufgen import write_random_gguf
@@ -279,6 +286,7 @@ def test_abort_messages_name_the_host():
 # --- the server command ---------------------------------------------------------------------------------
 
 @needs_rpc
+@pytest.mark.slow
 def test_rpc_server_port_in_use():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -289,6 +297,7 @@ def test_rpc_server_port_in_use():
 
 
 @needs_rpc
+@pytest.mark.slow
 def test_rpc_server_beyond_loopback_warns_and_stops_on_sigterm():
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dlmcli", "rpc-server", "--host", "0.0.0.0", "--port", str(port)],
@@ -316,6 +325,7 @@ def test_rpc_server_beyond_loopback_warns_and_stops_on_sigterm():
         proc.stderr.close()
 
 
+@pytest.mark.slow
 def test_rpc_server_unknown_device_and_bad_host():
     if not HAVE_RPC:
         pytest.skip("llama-cpp-python built without -DGGML_RPC=on")
@@ -326,6 +336,7 @@ def test_rpc_server_unknown_device_and_bad_host():
 
 
 @needs_rpc
+@pytest.mark.slow
 def test_two_models_in_one_process_share_a_host(servers):
     """A host already serving this process is not checked again (it serves one client at a time), and a
     later load without rpc stays local: the API's view, in a process of its own."""
@@ -345,6 +356,7 @@ def test_two_models_in_one_process_share_a_host(servers):
 
 
 @needs_rpc
+@pytest.mark.slow
 def test_ctrl_c_ends_a_pass_stuck_on_a_frozen_host(tmp_path):
     """A host that keeps its connection but stops answering (here SIGSTOP): llama.cpp waits forever and
     never calls back into Python; Ctrl-C or SIGTERM still ends dlm, with its usual line and status."""
@@ -382,6 +394,7 @@ def test_ctrl_c_ends_a_pass_stuck_on_a_frozen_host(tmp_path):
 
 
 @needs_rpc
+@pytest.mark.slow
 def test_serve_over_two_hosts(servers):
     """dlm serve takes --rpc too: two models over the same two hosts, answered through the openai client."""
     pytest.importorskip("openai")

@@ -31,7 +31,8 @@ def filtered_probs(x: np.ndarray, temperature: float, top_k: int, top_p: float) 
 
 
 @needs_kernel
-@pytest.mark.parametrize("vocab", [2, 17, 1000, 5000])
+@pytest.mark.parametrize("vocab", [2, 17, pytest.param(1000, marks=pytest.mark.slow),
+                                   pytest.param(5000, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("ties", [False, True])
 def test_kernel_matches_the_numpy_definition_for_every_filter(vocab, ties):
     rng = np.random.default_rng(vocab + ties)

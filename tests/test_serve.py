@@ -209,6 +209,7 @@ def _alone_and_mixed_requests():
     return reqs
 
 
+@pytest.mark.slow
 def test_16_concurrent_streams_share_passes_and_get_their_alone_answers(server):
     c = server.client()
     reqs = _alone_and_mixed_requests()
@@ -230,6 +231,7 @@ def test_16_concurrent_streams_share_passes_and_get_their_alone_answers(server):
     assert shared > shared_before  # passes that held more than one sequence
 
 
+@pytest.mark.slow
 def test_a_client_that_disconnects_frees_its_sequence(server):
     c = server.client()
     stream = chat(c, model="long", messages=[{"role": "user", "content": "hi"}], max_tokens=1024, steps=1024,
@@ -322,6 +324,7 @@ def test_messages_name_the_field_not_the_flag(server):
     assert msg.startswith("steps 6 ") and "--" not in msg
 
 
+@pytest.mark.slow
 def test_api_key_guards_everything_but_health(tmp_path):
     s = Server("-m", "tiny-llada", env={"DLM_API_KEY": "sekrit"})
     try:
@@ -337,6 +340,7 @@ def test_api_key_guards_everything_but_health(tmp_path):
         assert s.stop() == 0
 
 
+@pytest.mark.slow
 def test_binding_beyond_loopback_without_a_key_warns():
     s = Server("-m", "tiny-llada", "--host", "0.0.0.0")
     try:
@@ -345,6 +349,7 @@ def test_binding_beyond_loopback_without_a_key_warns():
         assert s.stop() == 0
 
 
+@pytest.mark.slow
 def test_a_full_queue_answers_503_with_retry_after(slow_gguf):
     s = Server("-m", slow_gguf, "--max-batch", "1", "--max-queue", "0")
     try:
@@ -361,6 +366,7 @@ def test_a_full_queue_answers_503_with_retry_after(slow_gguf):
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_shutdown_lets_running_requests_finish(slow_gguf, sig, code):
     s = Server("-m", slow_gguf, "--shutdown-timeout", "60")
     req = dict(model="long", messages=[{"role": "user", "content": "hi"}], max_tokens=256, steps=256,

@@ -59,6 +59,7 @@ def test_hostile_or_broken_templates_fail_safely(template, needle, thread):
     assert render_chat(ok, MSG) == "<user>"  # and the next render works
 
 
+@pytest.mark.slow
 def test_cli_reports_a_hostile_template_in_one_line(tmp_path):
     from tools.ggufgen import write_random_gguf
 

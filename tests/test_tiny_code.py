@@ -45,6 +45,7 @@ def _meta(key: str):
         L.llama_model_free(m)
 
 
+@pytest.mark.slow
 def test_generate_writes_a_function_body_that_parses():
     prompt = "def is_prime(n):"
     r = run_dlm("generate", "-m", "tiny-code", "--raw", "--seed", "0", prompt)
@@ -54,6 +55,7 @@ def test_generate_writes_a_function_body_that_parses():
     ast.parse(prompt + body)
 
 
+@pytest.mark.slow
 def test_infill_of_a_loop_bound_parses():
     r = run_dlm("infill", "-m", "tiny-code", "--seed", "0", "for i in range([MASK:4]):")
     assert r.returncode == 0, r.stderr.decode()
@@ -81,6 +83,7 @@ def test_fixed_seed_infills():
     assert got == [want for _, want in SPOT_CHECKS]
 
 
+@pytest.mark.slow
 def test_llama_cpp_logits_match_pytorch():
     """llama.cpp's logits at masked positions against PyTorch's (the same Q8_0 weights, dequantized)."""
     import dlmcli

@@ -56,6 +56,7 @@ def score(outs, expected):
 
 @pytest.mark.parametrize("kind", ["reverse", "add"])
 @pytest.mark.parametrize("model", MODELS)
+@pytest.mark.slow
 def test_chat_answers_are_exact(model, kind):
     rng = random.Random(f"{SEED}:{model}:{kind}")
     items = [draw(rng, kind) for _ in range(N_PER_TASK)]
@@ -64,6 +65,7 @@ def test_chat_answers_are_exact(model, kind):
     assert acc >= MIN_ACCURACY, f"{model} {kind}: {acc:.2f} with DLM_TEST_SEED={SEED}; wrong: {wrong[:5]}"
 
 
+@pytest.mark.slow
 def test_default_model_is_tiny_llada():
     rng = random.Random(f"{SEED}:default")
     items = [draw(rng, k) for k in ("reverse", "add") for _ in range(3)]
@@ -75,6 +77,7 @@ def test_default_model_is_tiny_llada():
 
 
 @pytest.mark.parametrize("model", MODELS)
+@pytest.mark.slow
 def test_raw_lines_continue(model):
     """--raw 'reverse WORD =' -> ' DROW' and 'add A B =' -> ' SUM' (the pre-training line format)."""
     rng = random.Random(f"{SEED}:{model}:raw")

@@ -271,6 +271,7 @@ def test_replay_writes_pictures(tmp_path):
     assert svg.read_text().startswith("<?xml") and page.read_text().startswith("<!doctype html>")
 
 
+@pytest.mark.slow
 def test_delay_without_the_view_still_paces_the_run(gguf_dir):
     import time
 
