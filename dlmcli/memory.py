@@ -35,7 +35,15 @@ _BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
 class MemoryCheckError(DlmError):
-    """The load would need more memory than is free (``--no-memory-check`` skips the check)."""
+    """The load would need more memory than is free (``--no-memory-check`` skips the check).
+    ``need`` and ``free``: the bytes (host, or GPU when ``gpu``); ``n_tokens``: the canvas checked."""
+
+    need = free = n_tokens = 0
+    gpu = False
+
+    def _with(self, need: int, free: int, n_tokens: int, gpu: bool) -> "MemoryCheckError":
+        self.need, self.free, self.n_tokens, self.gpu = need, free, n_tokens, gpu
+        return self
 
 
 def gib(n: float) -> str:
@@ -352,7 +360,8 @@ class Budget:
             raise MemoryCheckError(
                 f"{self.name} needs about {gib(est.host)} of memory ({parts}, {gib(PROCESS_OVERHEAD)} for dlm "
                 f"itself) but {gib(self.free.host)} is free ({self.free.source}); try "
-                + ", ".join(hints + ["or --no-memory-check to load it anyway"]))
+                + ", ".join(hints + ["or --no-memory-check to load it anyway"]))._with(
+                    est.host, self.free.host, n_tokens, False)
         if est.device and not self.remote and est.device > self.free.gpu:
             fit = self._layers_that_fit(n_tokens, n_seq)
             names = ", ".join(n for n, _, _ in self.free.gpus)
@@ -361,7 +370,8 @@ class Budget:
                 f"{gib(est.weights_device)}, {gib(est.context)} for {canvas}) but {gib(self.free.gpu)} is free "
                 f"on {names}; offload fewer layers (" + (f"--ngl {fit} should fit" if fit else
                                                          "--ngl 0 keeps the model in host memory") + "), or try "
-                + ", ".join(hints + ["or --no-memory-check to load it anyway"]))
+                + ", ".join(hints + ["or --no-memory-check to load it anyway"]))._with(
+                    est.device, self.free.gpu, n_tokens, True)
         return est
 
     def _layers_that_fit(self, n_tokens: int, n_seq: int) -> int:

@@ -171,15 +171,19 @@ def test_a_longer_answer_is_checked_before_the_load():
     assert r.returncode == 1 and b"a canvas of 96 tokens" in r.stderr, r.stderr
 
 
-def test_the_exact_canvas_of_a_batch_is_checked_before_its_pass(tmp_path):
-    # The load fits; eight prompts sharing one pass need a context eight canvases wide, which does not.
+@pytest.mark.parametrize("cache", ["off", "prefix"])
+def test_the_exact_canvas_of_a_batch_is_checked_before_its_pass(tmp_path, cache):
+    # The load fits; eight prompts sharing one pass need a context eight canvases wide, which does not
+    # (with --cache prefix, the KV cache's context too).
     shape = read_shape(TINY)
-    load = estimate(shape, 16 + memory.PROMPT_ALLOWANCE).host
-    batch = estimate(shape, 8 * 25).host  # 8 x (a templated prompt of ~9 tokens + 16)
+    kv = cache != "off"
+    load = estimate(shape, 16 + memory.PROMPT_ALLOWANCE, kv=kv).host
+    batch = estimate(shape, 8 * 25, kv=kv).host  # 8 x (a templated prompt of ~9 tokens + 16)
     assert load < batch
     prompts = tmp_path / "p.txt"
     prompts.write_text("reverse hello\n" * 8)
-    r = run_dlm("generate", "-m", "tiny-llada", "--batch", prompts, env={"DLM_MEMORY_LIMIT": str(load + 4096)})
+    r = run_dlm("generate", "-m", "tiny-llada", "--batch", prompts, "--cache", cache,
+                env={"DLM_MEMORY_LIMIT": str(load + 4096)})
     assert r.returncode == 1 and b"over 8 sequences" in r.stderr and r.stdout == b"", r.stderr
     assert len(r.stderr.decode().splitlines()) == 1
 
@@ -202,3 +206,21 @@ def test_info_and_models_show_the_estimate():
     rows = {r["name"]: r for r in json.loads(run_dlm("models", "--json").stdout)}
     assert rows["tiny-llada"]["memory"] == mem["host"] and rows["tiny-llada"]["memory_approx"] is False
     assert rows["llada-8b-instruct"]["memory_approx"] is True
+
+
+def test_a_server_pass_that_does_not_fit_is_a_503_and_the_server_keeps_serving():
+    from .test_serve import Server
+
+    shape = read_shape(TINY)
+    limit = estimate(shape, 16 + memory.PROMPT_ALLOWANCE).host + 1  # the load fits; no pass past 80 positions
+    s = Server("-m", "tiny-llada", env={"DLM_MEMORY_LIMIT": str(limit)})
+    try:
+        body = {"model": "tiny-llada", "messages": [{"role": "user", "content": "reverse hello"}], "temperature": 0}
+        code, _, data = s.http("POST", "/v1/chat/completions", dict(body, max_tokens=72))
+        err = json.loads(data)["error"]
+        assert code == 503 and err["code"] == "out_of_memory", data
+        assert "fewer max_tokens" in err["message"] and "--" not in err["message"]
+        code, _, data = s.http("POST", "/v1/chat/completions", body)
+        assert code == 200 and json.loads(data)["choices"][0]["message"]["content"] == "olleh"
+    finally:
+        assert s.stop() == 0

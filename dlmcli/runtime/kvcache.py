@@ -100,8 +100,9 @@ class KVContext:
 class PrefixCache:
     """``forward(canvases, windows)`` with a prefix cache per canvas slot (see the module doc)."""
 
-    def __init__(self, model, n_threads, flash_attn: int = FLASH_ATTN_AUTO):
+    def __init__(self, model, n_threads, flash_attn: int = FLASH_ATTN_AUTO, budget=None):
         self.model = model
+        self.budget = budget  # dlmcli.memory.Budget: a larger context is checked before it is made
         self.n_threads = n_threads  # an int, or a function of the tokens a pass holds
         self.flash_attn = flash_attn  # llama.cpp's choice, as for the no-cache pass
         self.ctx: KVContext | None = None
@@ -126,6 +127,8 @@ class PrefixCache:
             return
         n_cells = max(n_cells, self.ctx.n_cells if self.ctx else 0)
         n_seq = max(n_seq, self.ctx.n_seq if self.ctx else 1)
+        if self.budget is not None:
+            self.budget.check(n_cells, n_seq)
         self.close()
         threads = self.n_threads(n_cells) if callable(self.n_threads) else self.n_threads
         self.ctx = KVContext(self.model, n_cells, n_seq, threads, self.flash_attn)

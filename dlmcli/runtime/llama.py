@@ -332,7 +332,8 @@ class Runtime:
         # With a cache the model is loaded under its twin arch, which has KV memory (runtime/twin.py).
         self.model = LlamaModel(path, n_gpu_layers, devices, twin=cache != "off")
         if cache == "prefix":
-            self.prefix = PrefixCache(self.model, n_threads or (lambda n: default_threads(self.model, n)))
+            self.prefix = PrefixCache(self.model, n_threads or (lambda n: default_threads(self.model, n)),
+                                      budget=budget)
         self._pieces: dict[int, bytes] = {}
         self._abort = 0
 

@@ -355,6 +355,14 @@ class Run:
 
 
 def _engine_error(e: BaseException) -> ApiError:
+    from ..memory import MemoryCheckError, gib
+
+    if isinstance(e, MemoryCheckError):  # the operator's flags do not help a client: say what does
+        where = "GPU memory" if e.gpu else "memory"
+        return ApiError(503, f"the server has too little {where} for this pass ({e.n_tokens} positions over the "
+                        f"requests running together need about {gib(e.need)}, {gib(e.free)} is free); ask for "
+                        f"fewer max_tokens, or retry when fewer requests run", type="server_error",
+                        code="out_of_memory")
     if isinstance(e, DlmError):
         return ApiError(500, str(e), type="server_error", code="generation_failed")
     return ApiError(500, f"internal error ({type(e).__name__})", type="server_error")
