@@ -357,9 +357,11 @@ def test_two_models_in_one_process_share_a_host(servers):
 
 @needs_rpc
 @pytest.mark.slow
-def test_ctrl_c_ends_a_pass_stuck_on_a_frozen_host(tmp_path):
+@pytest.mark.parametrize("cache", ["off", "prefix"])
+def test_ctrl_c_ends_a_pass_stuck_on_a_frozen_host(tmp_path, cache):
     """A host that keeps its connection but stops answering (here SIGSTOP): llama.cpp waits forever and
-    never calls back into Python; Ctrl-C or SIGTERM still ends dlm, with its usual line and status."""
+    never calls back into Python; Ctrl-C or SIGTERM still ends dlm, with its usual line and status.
+    With the prefix cache the pass runs on the KV-cache context, whose logits read waits the same way."""
     from tools.ggufgen import write_random_gguf
 
     model = write_random_gguf(tmp_path / "m.gguf", "llada", seed=3, n_layer=2, std=0.5, context_length=256)
@@ -369,7 +371,8 @@ def test_ctrl_c_ends_a_pass_stuck_on_a_frozen_host(tmp_path):
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dlmcli", "generate", "-m", model, "--rpc", server.endpoint, "--raw",
-             "-n", "64", "-s", "64", "--no-early-stop", "--no-visual", "--delay", "0.05", "--trace", trace, "hi"],
+             "-n", "64", "-s", "64", "--no-early-stop", "--no-visual", "--delay", "0.05", "--trace", trace,
+             "--cache", cache, "hi"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
             preexec_fn=sigint_default_handled)
         deadline = time.monotonic() + 60

@@ -174,6 +174,9 @@ class PrefixCache:
             ctx.abort_flag.value = self._abort
             with native.interruptible():
                 rc = lib.llama_decode(ctx.ptr, ctx.batch)
+                # As in Runtime.forward: reading the logits waits for the backends (RPC hosts), so
+                # that wait is part of the interruptible call too.
+                ptr = lib.llama_get_logits(ctx.ptr) if rc == 0 else None
             if ctx.abort_flag.value:
                 ctx.abort_flag.value = self._abort = 0
                 raise Aborted("the forward pass was aborted")
@@ -183,7 +186,7 @@ class PrefixCache:
             self._cached = [None] * ctx.n_seq  # what the cells hold is unknown now: start over
             raise
         rows = sum(spans)
-        flat = np.ctypeslib.as_array(lib.llama_get_logits(ctx.ptr), shape=(rows, self.model.n_vocab))
+        flat = np.ctypeslib.as_array(ptr, shape=(rows, self.model.n_vocab))
         out, r = [], 0
         for k in spans:
             out.append(flat[r:r + k])
