@@ -1,7 +1,7 @@
 #!/bin/bash
 # C-kernel device session, call 1 of 2: build llama.cpp with CUDA and the 8B-shaped Q4_K_M model
 # (kept in /tmp for call 2 on the same warm machine), then host scoring alone. Results in $OUT.
-. scripts/device/kernel_common.sh
+SESSION=perf; . scripts/device/common.sh
 mkdir -p $B/models
 stamp "machine"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader

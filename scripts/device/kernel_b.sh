@@ -2,7 +2,7 @@
 # C-kernel device session, call 2 of 2 (same warm machine as kernel_a.sh): dlm against
 # llama-diffusion-cli side by side at 16 threads (dlm with the C kernel and with numpy scoring), then 8,
 # then batches and CFG. Results in $OUT.
-. scripts/device/kernel_common.sh
+SESSION=perf; . scripts/device/common.sh
 [ -x $L/llama-diffusion-cli ] && [ -f $M ] || { echo "call 1's build is gone (cold machine): run kernel_a.sh again"; exit 3; }
 build_kernel || exit 1
 export LLAMA_CPP_LIB_PATH=$L

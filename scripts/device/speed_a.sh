@@ -2,7 +2,7 @@
 # Issue 12, device call 1 of 3: build llama.cpp with CUDA; write LLaDA-8B and Dream-7B shaped models
 # in RAM (F16 -> Q8_0 / Q4_K_M, kept for calls 2 and 3 on the same warm machine); time the forward
 # pass under the settings dlm controls (weights, flash attention) and host scoring alone. $OUT.
-. scripts/device/speed_common.sh
+SESSION=speed; . scripts/device/common.sh; models_in_ram
 exec > >(tee -a $OUT/log_a.txt) 2>&1
 stamp "machine; models in $R"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader

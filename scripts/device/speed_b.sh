@@ -2,7 +2,7 @@
 # Issue 12, device call 2 of 3 (same warm machine as speed_a.sh): side by side with llama-diffusion-cli,
 # each side with its own default threads, every algorithm: Dream-7B shape at Dream's recommended
 # sampling (dlm's Dream default) and T 0; LLaDA-8B shape at T 0 (LLaDA's recommended) and T 0.5. $OUT.
-. scripts/device/speed_common.sh
+SESSION=speed; . scripts/device/common.sh; models_in_ram
 exec > >(tee -a $OUT/log_b.txt) 2>&1
 need_build; build_kernel || exit 1
 export LLAMA_CPP_LIB_PATH=$L

@@ -2,7 +2,7 @@
 # Issues 12 and 13, device call 3 of 3 (same warm machine): `dlm serve` under load on the LLaDA-8B
 # shape, passes shared or not, short and long answers; then torch's GPU linspace against dlm's
 # timesteps. $OUT.
-. scripts/device/speed_common.sh
+SESSION=speed; . scripts/device/common.sh; models_in_ram
 exec > >(tee -a $OUT/log_c.txt) 2>&1
 need_build; build_kernel || exit 1
 export LLAMA_CPP_LIB_PATH=$L

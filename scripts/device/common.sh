@@ -1,21 +1,11 @@
-# Sourced by speed_a.sh / speed_b.sh / speed_c.sh (issue 12's and 13's device session): paths and helpers.
+# Sourced by the device-session scripts (speed_*.sh: issues 12 and 13; kernel_*.sh: the C kernel) after
+# they set SESSION: the folder under .device/ that carries their files. Paths and helpers.
 set -u
-P=$PWD/.device/speed           # carried: llama.cpp.tar.gz (trimmed sdist vendor/llama.cpp), pylib/
+P=$PWD/.device/${SESSION:?set SESSION before sourcing common.sh}  # carried: llama.cpp.tar.gz (trimmed sdist vendor/llama.cpp), pylib/
 B=/tmp/dlmbench
 export PYTHONUNBUFFERED=1 PYTHONPATH=$P/pylib:$PWD HF_HUB_OFFLINE=1
 L=$B/llama-cuda/bin
-# Models live in RAM: the last attempt spent its whole call writing two 16 GB F16 files to disk.
-R=/dev/shm/dlmbench
-if [ "$(df -BG --output=avail /dev/shm 2>/dev/null | tail -1 | tr -dc 0-9)" -lt 70 ] 2>/dev/null; then
-    mkdir -p /mnt/dlmram && { mountpoint -q /mnt/dlmram || mount -t tmpfs -o size=90g tmpfs /mnt/dlmram 2>/dev/null; } \
-        && mountpoint -q /mnt/dlmram && R=/mnt/dlmram || R=$B/models
-fi
-mkdir -p $R
-ML=$R/llada8b-shape-Q4_K_M.gguf
-ML8=$R/llada8b-shape-Q8_0.gguf
-MLF=$R/llada8b-shape-f16.gguf
-MD=$R/dream7b-shape-Q4_K_M.gguf
-MDF=$R/dream7b-shape-f16.gguf
+M=$B/models/llada8b-shape-Q4_K_M.gguf  # the kernel sessions' model, on disk
 COMMON="--llama-src $B/llama.cpp --build-dir $B --cuda --jobs 16 --quant Q4_K_M"
 T0=$(date +%s)
 stamp() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
@@ -26,9 +16,22 @@ build_kernel() {  # what pip install -e . does, without needing setuptools there
         -o "dlmcli/engine/_rowscore$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
     python3 -c "from dlmcli.engine import scoring, _rowscore; print('dlm scoring:', scoring.kernel_name(), 'openmp', _rowscore.OPENMP)"
 }
+models_in_ram() {  # the speed sessions' models: writing two 16 GB F16 files to disk took a whole call
+    R=/dev/shm/dlmbench
+    if [ "$(df -BG --output=avail /dev/shm 2>/dev/null | tail -1 | tr -dc 0-9)" -lt 70 ] 2>/dev/null; then
+        mkdir -p /mnt/dlmram && { mountpoint -q /mnt/dlmram || mount -t tmpfs -o size=90g tmpfs /mnt/dlmram 2>/dev/null; } \
+            && mountpoint -q /mnt/dlmram && R=/mnt/dlmram || R=$B/models
+    fi
+    mkdir -p $R
+    ML=$R/llada8b-shape-Q4_K_M.gguf
+    ML8=$R/llada8b-shape-Q8_0.gguf
+    MLF=$R/llada8b-shape-f16.gguf
+    MD=$R/dream7b-shape-Q4_K_M.gguf
+    MDF=$R/dream7b-shape-f16.gguf
+}
 write_f16() {  # write_f16 llada8b|dream7b PATH: random weights with the real shapes
     [ -f "$2" ] || python3 -c "import sys; sys.path.insert(0, 'scripts'); import bench_vs_llama_cpp as b; from pathlib import Path; b.BIG_MODELS['$1'](Path('$2'))"
 }
-need_build() {  # everything call 1 made; a cold machine lost it
+need_build() {  # everything speed_a.sh (call 1) made; a cold machine lost it
     [ -x $L/llama-diffusion-cli ] && [ -f $ML ] && [ -f $MD ] || { echo "call 1's build is gone (cold machine): run speed_a.sh again"; exit 3; }
 }
