@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -199,9 +200,16 @@ def run_ref(args, bindir: Path, model: Path, prompt: str, schedule: str, pl: dic
            "--diffusion-steps", str(pl["ref_steps"])]
     cmd += ["--diffusion-block-length", str(args.block_length)] if schedule == "block" else \
         ["--diffusion-eps", str(args.eps)]
-    r = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
-    out = r.stdout + r.stderr
-    m = REF_TOTAL.search(out)
+    for _ in range(5):
+        # Into a file, not a pipe: llama.cpp logs from a worker thread, and on busy cores the process
+        # exited before that thread wrote the timing line into a pipe (rc 0, the log cut short).
+        with tempfile.TemporaryFile() as f:
+            r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+            f.seek(0)
+            out = f.read().decode(errors="replace")
+        m = REF_TOTAL.search(out)
+        if r.returncode != 0 or m:
+            break
     if r.returncode != 0 or not m:
         raise RuntimeError(f"llama-diffusion-cli failed (rc {r.returncode}):\n{out[-3000:]}")
     total_ms = float(m.group(1))
