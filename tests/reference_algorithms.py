@@ -2,9 +2,10 @@
 
 LLaDA ``generate()`` (block schedule) and Dream ``diffusion_generate()`` (timestep schedule),
 re-expressed in numpy over a whole-canvas logits array. It consumes randomness in the order the
-engine documents (per sequence and step: uniforms [n_candidates] for the token draws when
-temperature > 0, then uniforms [n] for 'random' confidence, then [n] for 'origin' reveals, then [n]
-for alg_temp), so runs with temperature can be compared too. A token is drawn from the authors'
+engine documents (per sequence and step: for 'origin', uniforms [n_candidates] for the reveals
+first, then the token draws for the revealed rows only, as Dream's code does; otherwise uniforms
+[n_candidates] for the token draws when temperature > 0, then [n] for 'random' confidence, then
+[n] for alg_temp), so runs with temperature can be compared too. A token is drawn from the authors'
 distribution (softmax of the filtered logits / T) by inverse CDF in vocabulary order, one uniform
 per candidate: the same distribution as LLaDA's Gumbel-max and Dream's multinomial, not their
 random streams. It returns the canvas after every forward pass.
@@ -128,6 +129,9 @@ def llada_generate(forward, canvas, gen_start, *, steps, block_length, mask_id, 
             if cand.size == 0 or (k == 0 and remasking != "origin"):
                 history.append(x.copy())
                 continue
+            if remasking == "origin":  # the reveals first, then tokens for the revealed rows only (as Dream)
+                prob = 1.0 if i == steps_per_block - 1 else k / cand.size
+                cand = cand[rng.random(cand.size) < prob]
             z = logits[cand] / temperature if temperature > 0 else logits[cand].copy()
             if 0 < top_p < 1:
                 z = _top_p(z, top_p)
@@ -149,8 +153,7 @@ def llada_generate(forward, canvas, gen_start, *, steps, block_length, mask_id, 
             if remasking == "random":
                 conf = rng.random(cand.size)
             if remasking == "origin":
-                prob = 1.0 if i == steps_per_block - 1 else k / cand.size
-                sel = np.flatnonzero(rng.random(cand.size) < prob)
+                sel = np.arange(cand.size)
             else:
                 sel = _select(conf, min(k, cand.size), alg_temp, rng)
             x[cand[sel]] = x0[sel]
@@ -179,6 +182,9 @@ def dream_generate(forward, canvas, gen_start, *, steps, mask_id, eps=1e-3, alg=
         if k == 0 and alg != "origin":
             history.append(x.copy())
             continue
+        if alg == "origin":  # Dream: transfer_index_t_s first, then sample_tokens on those rows only
+            p_transfer = 1 - s / t if i < steps - 1 else 1
+            cand = cand[rng.random(cand.size) < p_transfer]
         z = logits[cand]
         if temperature > 0:
             z = z / temperature
@@ -200,8 +206,7 @@ def dream_generate(forward, canvas, gen_start, *, steps, mask_id, eps=1e-3, alg=
         if alg == "random":
             conf = rng.random(cand.size)
         if alg == "origin":
-            p_transfer = 1 - s / t if i < steps - 1 else 1
-            sel = np.flatnonzero(rng.random(cand.size) < p_transfer)
+            sel = np.arange(cand.size)
         else:
             sel = _select(conf, k, alg_temp or 0.0, rng)
         x[cand[sel]] = x0[sel]

@@ -259,6 +259,13 @@ def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic,
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0))
     if masked.size == 0 or (k == 0 and not dynamic and p.algorithm != "origin"):
         return empty
+    if p.algorithm == "origin":
+        # Dream's order: the coin flips first, then only the rows that transfer are sampled (about
+        # 1/steps of them per step), not every masked row.
+        take = np.flatnonzero(rng.random(masked.size) < reveal_p)
+        if take.size == 0:
+            return empty
+        rows, masked = Rows.of(rows).subset(take), masked[take]
     idx, conf = sample(rows, p.algorithm, p.temperature, p.top_k, p.top_p, convention, rng, threads)
     if np.isnan(conf).any():  # O(n): a NaN or infinite logit makes its row's confidence NaN
         raise GenerationError("the model produced NaN or infinite logits; its weights are probably corrupt "
@@ -274,8 +281,7 @@ def _choose(rows, masked, k, reveal_p, p: GenerationParams, convention, dynamic,
     if p.algorithm == "random":
         conf = rng.random(masked.size)  # LLaDA 'random' remasking: uniform confidence
     if p.algorithm == "origin":
-        take = np.flatnonzero(rng.random(masked.size) < reveal_p)
-        order = take
+        order = np.arange(masked.size)
     else:
         keys = conf
         if p.alg_temp > 0:
