@@ -50,9 +50,9 @@ SHARED = ("model", "gen_length", "steps", "block_length", "schedule", "algorithm
 
 
 def register(app) -> None:
-    from .cli import borrow_options, boundary, generate
+    from .cli import borrow_options, generate
 
-    app.command("chat")(boundary(borrow_options(generate, SHARED)(chat)))
+    app.command("chat")(borrow_options(generate, SHARED)(chat))  # the app's command group is the boundary
 
 
 def chat(**opts):

@@ -255,7 +255,6 @@ def open_model(model: Optional[str], ngl: int, threads: Optional[int], verbose: 
 
 
 @app.command()
-@boundary
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="The prompt; '-' or none: read it from stdin.", show_default=False)] = None,
     model: ModelOpt = None,
@@ -402,7 +401,6 @@ _INFILL_SHARED = ("model",) + _SAMPLING + ("system", "stdin_too", "json_out", "s
 
 
 @app.command()
-@boundary
 @borrow_options(generate, _INFILL_SHARED)
 def infill(
     text: Annotated[Optional[str], typer.Argument(metavar="TEXT", help="Text with [MASK] (one token) or [MASK:N] (N tokens) spans; \\[MASK is a literal. '-' or none: read it from stdin.", show_default=False)] = None,
@@ -430,7 +428,6 @@ def infill(
 
 
 @app.command("rpc-server")
-@boundary
 def rpc_server(
     host: Annotated[str, typer.Option("--host", metavar="HOST", help="IPv4 address to listen on (0.0.0.0: every interface; trusted networks only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", metavar="PORT", min=1, max=65535, help="TCP port to listen on.")] = 50052,
