@@ -378,7 +378,10 @@ def test_shutdown_lets_running_requests_finish(slow_gguf, sig, code):
     next(it)
     s.proc.send_signal(sig)
     rest = "".join((ch.choices[0].delta.content or "") for ch in it if ch.choices)
-    assert s.stop(sig) == code
+    # The one signal sent is enough: a second one, sent while the server cleans up (its handlers gone),
+    # would kill it (143) on a loaded machine.
+    assert s.proc.wait(60) == code
+    s.stop()
     assert rest == want
     assert "Traceback" not in s.stderr()
 
