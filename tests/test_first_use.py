@@ -238,6 +238,7 @@ def test_info_shows_the_chat_template():
     assert b"chat_template_text" in run_dlm("info", "tiny-llada", "--json").stdout
 
 
+@pytest.mark.slow  # 13 processes
 def test_argument_help_reads_naturally():
     # Typer wrote 'PROMPT <str>', 'model <str>', '--host <str>', '--device <list[str]>', '--port <int range>'.
     commands = ["generate", "infill", "chat", "serve", "replay", "rpc-server", "models", "info", "pull", "rm",
