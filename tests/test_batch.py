@@ -171,17 +171,60 @@ def test_cli_batch_skips_blank_lines_and_answers_around_a_bad_line(gguf_dir, tmp
     assert len(lines_err) == 1 and lines_err[0].startswith("Error: --batch line 3: ")
 
 
-def test_default_threads_follow_the_work_in_a_pass():
-    # One thread for the bundled tiny models' passes (spinning workers stall them on shared cores),
-    # every core once params x canvas is large (a 46M model's 256-token canvas: 1.2e10).
+def test_default_threads_follow_the_work_in_a_pass(monkeypatch):
+    # Small passes (the bundled tiny models) get the idle cores only (spinning workers stall them on
+    # shared cores), every core once params x canvas is large (a 46M model's 256-token canvas: 1.2e10).
     from pathlib import Path
 
-    from dlmcli.runtime.llama import SMALL_PASS_WORK, LlamaModel, available_cores, default_threads
+    from dlmcli.runtime import llama
+    from dlmcli.runtime.llama import SMALL_PASS_WORK, LlamaModel, default_threads
 
     model = LlamaModel(Path(__file__).resolve().parent.parent / "dlmcli" / "models" / "tiny-llada.gguf")
     try:
-        assert default_threads(model, 40) == 1
+        monkeypatch.setattr(llama, "available_cores", lambda: 8)
+        monkeypatch.setattr(llama, "_others_running", lambda: 7.6)
+        assert default_threads(model, 40) == 1  # busy: one thread
+        monkeypatch.setattr(llama, "_others_running", lambda: 3.2)
+        assert default_threads(model, 40) == 5  # the cores nobody uses
+        monkeypatch.setattr(llama, "_others_running", lambda: 0.1)
+        assert default_threads(model, 40) == 8  # idle: all, as llama-diffusion-cli
         big = SMALL_PASS_WORK // model.n_params + 1
-        assert default_threads(model, big) == available_cores()
+        monkeypatch.setattr(llama, "_others_running", lambda: 7.6)
+        assert default_threads(model, big) == 8
     finally:
         model.close()
+
+
+def test_idle_cores_sees_a_busy_neighbour(monkeypatch):
+    # A real busy process on this machine is counted (procs_running on Linux, else the load average).
+    import multiprocessing as mp
+    import os
+
+    from dlmcli.runtime import llama
+    from dlmcli.runtime.llama import idle_cores
+
+    assert idle_cores(4, load=0.0) == 4 and idle_cores(4, load=9.0) == 1 and idle_cores(2, load=0.6) == 1
+    spinners = [mp.Process(target=_spin, daemon=True) for _ in range(2)]
+    for p in spinners:
+        p.start()
+    try:
+        if os.path.exists("/proc/stat"):
+            import time
+
+            time.sleep(0.2)
+            assert llama._others_running() >= 2  # both spinners are runnable at every sample
+    finally:
+        for p in spinners:
+            p.kill()
+            p.join()
+
+    def broken():
+        raise OSError("neither /proc/stat nor a load average")
+
+    monkeypatch.setattr(llama, "_others_running", broken)
+    assert idle_cores(4) == 1
+
+
+def _spin():
+    while True:
+        pass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -53,12 +54,47 @@ def available_cores() -> int:
 SMALL_PASS_WORK = 2_000_000_000
 
 
+def _others_running() -> float:
+    """Processes runnable now besides this one: the least of a few samples of Linux's procs_running
+    (a busy neighbour is always there; a passing one is missed), else the 1-minute load average
+    (which also counts this process's own recent runs)."""
+    try:
+        seen = []
+        for _ in range(5):
+            with open("/proc/stat", "rb") as f:
+                for line in f:
+                    if line.startswith(b"procs_running"):
+                        seen.append(int(line.split()[1]))
+                        break
+            time.sleep(0.002)
+        if seen:
+            return max(0, min(seen) - 1)
+    except (OSError, ValueError):
+        pass
+    return os.getloadavg()[0]
+
+
+def idle_cores(cores: int | None = None, load: float | None = None) -> int:
+    """Cores nobody else is using now: ours minus the others running, rounded (1 at least; 1 where
+    the platform tells neither)."""
+    cores = cores or available_cores()
+    if load is None:
+        try:
+            load = _others_running()
+        except (AttributeError, OSError):
+            return 1
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
 def default_threads(model: "LlamaModel", n_tokens: int) -> int:
-    """One thread for passes too small to share: the bundled tiny models (6M parameters x a 40-token
-    canvas) take milliseconds, and llama.cpp's spin-waiting workers slow them 5-30x when other
-    processes share the cores. Larger passes (46M parameters x 256 tokens: 1.2e10) get every core,
-    as llama-diffusion-cli does, and are not slower than it on an idle machine (docs/performance.md)."""
-    return 1 if model.n_params * max(1, n_tokens) < SMALL_PASS_WORK else available_cores()
+    """Passes too small to share (the bundled tiny models: 6M parameters x a 40-token canvas, a few
+    ms) get only the cores that are idle now: llama.cpp's spin-waiting workers slowed them 5-100x
+    when other processes shared the cores, while on an idle machine one thread was 1.6x slower than
+    llama-diffusion-cli's two. Larger passes (46M parameters x 256 tokens: 1.2e10) get every core,
+    as llama-diffusion-cli does (docs/performance.md)."""
+    if model.n_params * max(1, n_tokens) < SMALL_PASS_WORK:
+        return idle_cores()
+    return available_cores()
 
 
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}  # LLAMA_SPLIT_MODE_*
