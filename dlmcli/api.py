@@ -126,6 +126,7 @@ class Generation:
         self._t0: float | None = None
         self._t_end: float | None = None
         model.check_cache(params)
+        model._reserve([canvas], [params])
         self._it = denoise_batch([canvas], [gen_start], params, model.runtime.forward, model.vocab_info,
                                  trim_at_eog=trim)
 
@@ -181,6 +182,7 @@ class BatchGeneration:
         self._t_end: float | None = None
         for p in plist:
             model.check_cache(p)
+        model._reserve(self.canvases, plist)
         self._it = denoise_batch(self.canvases, [len(t) for t in prompt_tokens], plist,
                                  model.runtime.forward, model.vocab_info, first_index=first_index)
 
@@ -444,6 +446,14 @@ class Model:
     def check_prompt(self, prompt_tokens: Sequence[int], params: GenerationParams) -> None:
         """Raise what generating from PROMPT_TOKENS would raise (too long for the context, a mask token)."""
         self._canvas([int(t) for t in prompt_tokens], params)
+
+    def _reserve(self, canvases, plist) -> None:
+        # The context for these canvases is made now, not inside the first forward pass: its set-up
+        # (milliseconds, 7x a tiny model's pass) is not a pass, as llama-diffusion-cli does not count it.
+        rt = self.runtime
+        if rt.prefix is None:
+            copies = [2 if p.cfg > 0 else 1 for p in plist]  # classifier-free guidance adds a pass row
+            rt.reserve(sum(len(c) * k for c, k in zip(canvases, copies)), sum(copies))
 
     def _canvas(self, prompt_tokens: list[int], params: GenerationParams) -> np.ndarray:
         total = len(prompt_tokens) + params.gen_length
