@@ -59,11 +59,29 @@ def test_temperature_zero_with_filters_keeps_the_exact_kept_set():
     logits = (rng.standard_normal((64, 5000)) * 2).astype(np.float32)
     rows = scoring.Rows(logits, np.arange(64))
     for top_p in (0.1, 0.5, 0.9, 0.95, 0.99):
-        for top_k in (0, 7, 400):
+        for top_k in (0, 7, 40, 400):  # 7, 40, 400: the small top-k path (no histogram)
             want = scoring._sample_numpy(rows, "low-confidence", 0.0, top_k, top_p, "sampled", None)
             got = kernel_sample(rows, "low-confidence", 0.0, top_k, top_p, "sampled", None)
             assert (got[0] == want[0]).all()
             np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+
+
+@needs_kernel
+@pytest.mark.parametrize("top_p", [1.0, 0.99, 0.9, 0.3])
+def test_small_top_k_with_ties_at_the_kth_value(top_p):
+    # Many logits equal to the k-th largest, before and after it: the kept set's tie rule (all ties
+    # of the k-th value under top-k; top-p's own cut among them) must match the numpy definition.
+    rng = np.random.default_rng(int(top_p * 100))
+    logits = np.round(rng.standard_normal((24, 3000)) * 1.5).astype(np.float32)
+    logits[:, ::7] = np.float32(2.0)  # a wide tie near the top
+    rows = scoring.Rows(logits, np.arange(24))
+    for top_k, temperature, algorithm in itertools.product((1, 5, 40, 300), (0.0, 0.7), ALGORITHMS):
+        u = rng.random(len(rows)) if temperature > 0 else None
+        want = scoring._sample_numpy(rows, algorithm, temperature, top_k, top_p, "sampled", u)
+        got = kernel_sample(rows, algorithm, temperature, top_k, top_p, "sampled", u)
+        case = (top_k, top_p, temperature, algorithm)
+        assert (got[0] == want[0]).all(), case
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7, err_msg=str(case))
 
 
 @pytest.mark.parametrize("path", ["c", "numpy"])

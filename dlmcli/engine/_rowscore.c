@@ -416,6 +416,58 @@ static double raw_score(const float *x, Py_ssize_t V, int mode, Py_ssize_t tok, 
     return (double)exp_neg(x[tok] - top) / z;
 }
 
+/* Small top-k (Dream's order: top-p over the whole row, then top-k): the kept set lies in the k
+   largest, so only they are found (one scan that keeps a buffer of the best, pruned by selection)
+   and sorted; no histogram of the row. Sets the cut as the general path would; returns 0 (the
+   caller takes the general path) when fewer than k logits are finite. */
+#define TOPK_FAST 1024
+static int topk_cut(const float *x, Py_ssize_t V, const float *terms, const sample_params *sp, double z_all,
+                    sample_work *w, float *cut_x, int32_t *cut_j) {
+    const Py_ssize_t k = (Py_ssize_t)sp->top_k, cap = 2 * k + 64;
+    pair_t *a = w->band; /* V pairs of room; cap of them used */
+    Py_ssize_t n = 0;
+    float thr = -INFINITY; /* once pruned: the k-th best so far; later ties come after it */
+    for (Py_ssize_t j = 0; j < V; j++) {
+        if (x[j] > thr) {
+            a[n].x = x[j];
+            a[n].j = (int32_t)j;
+            if (++n == cap) {
+                select_rank(a, n, k - 1);
+                n = k;
+                thr = a[k - 1].x;
+            }
+        }
+    }
+    if (n < k) return 0;
+    if (n > k) select_rank(a, n, k - 1);
+    qsort(a, (size_t)k, sizeof(pair_t), pair_cmp);
+    if (sp->top_p < 1.0) { /* where top-p stops within the k: keep a[r] while the mass before it <= p */
+        const double target = sp->top_p * z_all;
+        double cum = 0.0;
+        for (Py_ssize_t r = 0; r < k; r++) {
+            if (r > 0 && cum > target) { /* top-p keeps r <= k tokens: cut at the last of them */
+                *cut_x = a[r - 1].x;
+                *cut_j = a[r - 1].j;
+                return 1;
+            }
+            cum += (double)terms[a[r].j];
+        }
+        *cut_x = a[k - 1].x;
+        if (cum > target) { /* top-p keeps exactly these k */
+            *cut_j = a[k - 1].j;
+            return 1;
+        }
+        /* top-p keeps more than k: the k-th value's ties beyond the k would need the general
+           path's tie rule (top-p's own cut among them), so leave rows with such ties to it */
+        Py_ssize_t at_or_above = 0;
+        for (Py_ssize_t j = 0; j < V; j++) at_or_above += x[j] >= *cut_x;
+        if (at_or_above > k) return 0;
+    }
+    *cut_x = a[k - 1].x; /* top-k: the k-th value and all its ties */
+    *cut_j = INT32_MAX;
+    return 1;
+}
+
 MULTIVERSION
 static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, double u, sample_work *w,
                        int64_t *out_idx, double *out_val) {
@@ -482,6 +534,19 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
         return;
     }
 
+    /* What the final pass needs: the head (terms >= lo_h kept without comparison; 2: none), the
+       cut (x, index) in the sorted order (kept: before or equal), and candidates in vocab order. */
+    float lo_h = 2.0f, cut_x = -INFINITY;
+    int32_t cut_j = INT32_MAX;
+    Py_ssize_t nc = 0;
+    if (by_k && sp->top_k <= TOPK_FAST && V >= 4 * sp->top_k && topk_cut(x, V, terms, sp, z_all, w, &cut_x, &cut_j)) {
+        for (Py_ssize_t i = 0; i < V; i++) { /* every token that can be kept: x at or above the cut */
+            w->cand[nc] = (int32_t)i;
+            nc += x[i] >= cut_x;
+        }
+        goto kept;
+    }
+
     /* Histogram of the terms by binary exponent (four copies: no store-to-load chains). */
     double hm[4][NBUCKET];
     int64_t hc[4][NBUCKET];
@@ -529,8 +594,8 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
     }
     if (h_end >= c_end) h_end = c_end - 1;
     const float lo_c = c_end >= NBUCKET - 1 ? -1.0f : ldexpf(1.0f, -c_end);
-    const float lo_h = h_end < 0 ? 2.0f : ldexpf(1.0f, -h_end);
-    Py_ssize_t nc = 0, nb = 0;
+    lo_h = h_end < 0 ? 2.0f : ldexpf(1.0f, -h_end);
+    Py_ssize_t nb = 0;
     double head = 0.0;
     int64_t n_head = 0;
     for (j = 0; j < V; j++) { /* branch-free: in flat rows these tests are coin flips */
@@ -547,8 +612,6 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
     /* The band's kept part, found by selection (no sort of the band): a cut (x, index) in the
        sorted order; kept = the head and every band token up to the cut. */
     Py_ssize_t keep = nb;
-    float cut_x = -INFINITY;
-    int32_t cut_j = INT32_MAX;
     if (by_p) {
         keep = select_mass(w->band, nb, terms, head, n_head, sp->top_p * z_all);
         if (keep > 0) {
@@ -568,6 +631,7 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
             cut_j = INT32_MAX;
         }
     }
+kept:
     /* The kept tokens in vocabulary order (cand is in that order). */
     Py_ssize_t nk = 0;
     double zk = 0.0;
