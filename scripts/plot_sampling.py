@@ -26,6 +26,7 @@ def panel(ax, path: Path, title: str) -> None:
     rows = json.loads(path.read_text())["summary"]
     x = 0.0
     ticks, labels = [], []
+    schedules = {row["schedule"] for row in rows}
     for row in rows:
         start = x
         for side, (name, color) in SIDES.items():
@@ -37,11 +38,14 @@ def panel(ax, path: Path, title: str) -> None:
                    label=name if row is rows[0] else None)
             x += 1
         ticks.append((start + x - 1) / 2)
-        labels.append(f"{row['algorithm']}\n{row['sampling']}")
+        labels.append((f"{row['schedule']}\n" if len(schedules) > 1 else "") + f"{row['algorithm']}\n{row['sampling']}")
         x += 0.8
     ax.set_xticks(ticks, labels, fontsize=7)
     ax.set_ylabel("ms per step (pale: forward pass, dark: host)")
-    ax.set_yscale("log")
+    top = max(r[side]["step_ms"] for r in rows for side in SIDES if side in r)
+    low = min(r[side]["step_ms"] for r in rows for side in SIDES if side in r)
+    if top > 8 * low:  # a log scale only where bars differ by an order of magnitude; else from 0
+        ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=7)
 
