@@ -208,6 +208,30 @@ def test_info_and_models_show_the_estimate():
     assert rows["llada-8b-instruct"]["memory_approx"] is True
 
 
+def test_requests_that_fit_alone_but_not_together_wait_instead_of_failing():
+    # Two requests of about 57 positions each against room for 85: before, both shared a pass that
+    # failed the check, and both got 503; now the second waits for the first and both are answered.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .test_serve import Server
+
+    shape = read_shape(TINY)
+    limit = estimate(shape, 85).host + 1
+    s = Server("-m", "tiny-llada", "--max-batch", "4", env={"DLM_MEMORY_LIMIT": str(limit)})
+    try:
+        body = {"model": "tiny-llada", "messages": [{"role": "user", "content": "reverse hello"}], "temperature": 0,
+                "max_tokens": 40}
+        code, _, data = s.http("POST", "/v1/chat/completions", body)
+        assert code == 200, data  # one alone fits
+        with ThreadPoolExecutor(3) as ex:
+            got = list(ex.map(lambda _: s.http("POST", "/v1/chat/completions", body), range(3)))
+        assert [g[0] for g in got] == [200, 200, 200], [g[2][:200] for g in got]
+        code, _, data = s.http("POST", "/v1/chat/completions", dict(body, max_tokens=72))
+        assert code == 503 and json.loads(data)["error"]["code"] == "out_of_memory", data  # too large alone
+    finally:
+        assert s.stop() == 0
+
+
 def test_a_server_pass_that_does_not_fit_is_a_503_and_the_server_keeps_serving():
     from .test_serve import Server
 

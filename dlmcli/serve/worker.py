@@ -120,8 +120,19 @@ class ModelWorker:
                     self._end(seq, None)
                 self._cancelled.clear()
                 admit: list[Sequence] = []
+                tokens, n_seq = self._pass_size(self._active.values())
                 while self._pending and len(self._active) + len(admit) < self.max_batch:
-                    admit.append(self._pending.popleft())
+                    seq = self._pending[0]
+                    more_tokens, more_seq = self._pass_size([seq])
+                    verdict = self._fits(tokens + more_tokens, n_seq + more_seq)
+                    if verdict is not None and (self._active or admit):
+                        break  # it waits until the pass has room (first in, first out)
+                    self._pending.popleft()
+                    if verdict is not None:  # too large even alone: only this request fails
+                        self._end(seq, verdict)
+                        continue
+                    admit.append(seq)
+                    tokens, n_seq = tokens + more_tokens, n_seq + more_seq
             for seq in admit:
                 try:
                     seq.id = self._sched.add(seq.canvas, seq.gen_start, seq.params, seed_index=seq.seed_index)
@@ -159,6 +170,32 @@ class ModelWorker:
             self._active.clear()
         for seq in left:
             self._end(seq, DlmError("the server shut down before this request finished"))
+
+    @staticmethod
+    def _pass_size(seqs) -> tuple[int, int]:
+        """Positions and sequences these take in a pass (classifier-free guidance: twice)."""
+        tokens = n_seq = 0
+        for seq in seqs:
+            k = 2 if seq.params.cfg > 0 else 1
+            tokens += k * len(seq.canvas)
+            n_seq += k
+        return tokens, n_seq
+
+    def _fits(self, n_tokens: int, n_seq: int) -> DlmError | None:
+        """None if a pass of this size fits the memory check (or a context that holds it exists),
+        else the check's error: one request's size must not fail the others in its pass."""
+        rt = self.model.runtime
+        budget = getattr(rt, "budget", None)
+        ctx = getattr(rt, "ctx", None)
+        if budget is None or getattr(rt, "prefix", None) is not None:
+            return None
+        if ctx is not None and ctx.n_tokens >= n_tokens and ctx.n_seq >= n_seq:
+            return None
+        try:
+            budget.check(max(n_tokens, ctx.n_tokens if ctx else 0), max(n_seq, ctx.n_seq if ctx else 1))
+        except DlmError as e:
+            return e
+        return None
 
     def _end(self, seq: Sequence, error: BaseException | None) -> None:
         try:
