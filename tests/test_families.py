@@ -28,13 +28,18 @@ def test_every_family_resolves_to_its_own_defaults():
 
 def test_catalog_entries_carry_only_their_own_settings():
     for e in CATALOG:
-        assert e.defaults == {**family_defaults(e.arch), **e.overrides}
         assert "prompt_format" not in e.defaults  # not a generation parameter
         assert set(e.overrides) <= defaults.FIELDS
     rnd1 = catalog_entry_for("rnd1-30b-a3b-base")
     assert rnd1.prompt_format == "Question: {prompt}\nAnswer:"
     assert rnd1.to_dict()["prompt_format"] == rnd1.prompt_format
     assert catalog_entry_for("dream-coder-7b-instruct").overrides == {"temperature": 0.1}
+    # the family's layer under the entry's own, with the values the authors recommend
+    coder = catalog_entry_for("dream-coder-7b-instruct").defaults
+    assert (coder["temperature"], coder["top_p"], coder["algorithm"], coder["schedule"]) == (0.1, 0.95, "entropy",
+                                                                                              "timestep")
+    llada = catalog_entry_for("llada-8b-instruct").defaults
+    assert (llada["block_length"], llada["algorithm"], llada["temperature"]) == (32, "low-confidence", 0.0)
 
 
 def test_load_hands_the_catalog_entrys_prompt_format_to_the_model(monkeypatch, gguf_dir):
