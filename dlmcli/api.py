@@ -626,8 +626,9 @@ def load(model: str | Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | 
 
 def memory_budget(path: str | Path, name: str, *, n_gpu_layers: int = ALL_LAYERS, remote: bool = False,
                   cache: str = "off", catalog: dict | None = None):
-    """The memory check of a model file (``dlmcli.memory.Budget``), against what is free now; None when
-    the header cannot be read here (llama.cpp's load then says what is wrong with the file)."""
+    """The memory check of a model file (``dlmcli.memory.Budget``), against what is free now; None (no
+    check) when the estimate cannot be made: a header that cannot be read here, or one whose shape is
+    beyond the estimate (llama.cpp's load then says what is wrong with the file)."""
     from . import memory
     from .runtime.llama import check_gguf_file
     from .runtime.native import device_memory
@@ -635,11 +636,11 @@ def memory_budget(path: str | Path, name: str, *, n_gpu_layers: int = ALL_LAYERS
     check_gguf_file(Path(path))  # the usual messages for a missing or non-GGUF file
     try:
         header = memory.read_header(path)
-    except DlmError:
+        shape = memory.shape_of(header.metadata, header.tensors_all)
+        arch = header.metadata.get("general.architecture")
+        params, _where, _error = defaults.sources(arch, catalog or {}, defaults.file_hints(header.metadata.get, arch))
+    except Exception:  # noqa: BLE001 (a malformed header means no estimate, never a traceback before the load)
         return None
-    shape = memory.shape_of(header.metadata, header.tensors_all)
-    arch = header.metadata.get("general.architecture")
-    params, _where, _error = defaults.sources(arch, catalog or {}, defaults.file_hints(header.metadata.get, arch))
     gen_length = params.gen_length if params is not None else GenerationParams.gen_length
     devices = device_memory() if n_gpu_layers != 0 else []
     hints = []

@@ -18,7 +18,8 @@ FIELDS = {f.name for f in dataclasses.fields(GenerationParams)}
 
 def file_hints(meta: Callable[[str], Any], arch: str | None) -> dict[str, int]:
     """The usable ``dlm.*`` settings of a GGUF, by GenerationParams field; META(key) gives a key's value
-    (text or number) or None. A malformed or non-positive value is ignored, not fatal; so is a block
+    (text or number) or None. A malformed, non-finite, non-positive or too large (> MAX_LENGTH) value is
+    ignored, not fatal; so is a block
     length that does not divide the file's own (or its family's) length: a broken hint, not the user's error."""
     hints: dict[str, int] = {}
     for key, conv in GGUF_KEYS.items():
@@ -27,9 +28,9 @@ def file_hints(meta: Callable[[str], Any], arch: str | None) -> dict[str, int]:
             continue
         try:
             value = conv(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # int(inf) overflows, int(nan) is a ValueError
             continue
-        if value > 0:
+        if 0 < value <= MAX_LENGTH:
             hints[key.split(".", 1)[1]] = value
     family = families.family(arch).generation
     length = hints.get("gen_length", family.get("gen_length", GenerationParams.gen_length))

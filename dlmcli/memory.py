@@ -18,6 +18,7 @@ What a load takes, by where it lives (llama.cpp's own placement, llama-model.cpp
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -31,7 +32,15 @@ LIMIT_ENV = "DLM_MEMORY_LIMIT"
 PROMPT_ALLOWANCE = 64  # prompt tokens assumed before the prompt is known (the exact canvas is checked later)
 GPU_TYPES = (1, 2)  # GGML_BACKEND_DEVICE_TYPE_GPU, _IGPU
 
+MAX_LAYERS = 4096  # more repeating layers than this: no estimate (llama.cpp itself refuses more than 512)
+MAX_SHARDS = 9999  # split.count past this: no estimate (gguf-split numbers shards in 5 digits)
+MAX_DIM = 1 << 40  # a width, count or context past this (or negative, or not finite) is taken as absent
+
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
+
+
+class ShapeError(ValueError):
+    """The header's shape is beyond what the estimate handles (too many layers or shards): no check."""
 
 
 class MemoryCheckError(DlmError):
@@ -104,6 +113,8 @@ def shape_of(metadata: dict[str, Any], tensors: Iterable[tuple[str, tuple[int, .
         v = metadata.get(f"{arch}.{key}")
         if isinstance(v, ArrayRef) or not isinstance(v, (int, float)) or isinstance(v, bool):
             return default
+        if not (isinstance(v, int) or math.isfinite(v)) or not 0 <= v <= MAX_DIM:
+            return default  # inf, nan, negative or absurd: as if the key were absent
         return int(v)
 
     layers: dict[int, int] = {}
@@ -116,6 +127,8 @@ def shape_of(metadata: dict[str, Any], tensors: Iterable[tuple[str, tuple[int, .
         else:
             sizes[name] = size
     n_layer = max(num("block_count"), max(layers, default=-1) + 1)
+    if n_layer > MAX_LAYERS:
+        raise ShapeError(f"{n_layer} layers")
     tokens = metadata.get("tokenizer.ggml.tokens")
     n_vocab = tokens.count if isinstance(tokens, ArrayRef) else num("vocab_size")
     n_embd = num("embedding_length")
@@ -144,6 +157,8 @@ def read_header(path: str | os.PathLike) -> FileHeader:
     head = read_one(Path(path))
     tensors = list(head.tensors)
     count = head.metadata.get("split.count")
+    if isinstance(count, int) and count > MAX_SHARDS:
+        raise ShapeError(f"split.count {count}")
     if isinstance(count, int) and count > 1:
         for shard in shard_paths(Path(path), count)[1:]:
             tensors += read_one(shard).tensors
