@@ -239,11 +239,17 @@ class Free:
 
     host: int | None
     source: str
-    gpus: tuple[tuple[str, int, int], ...] = ()  # (name, free, total) per GPU
+    gpus: tuple[tuple[str, int, int], ...] = ()  # (name, free, total) per GPU; total 0: free unknown
 
     @property
     def gpu(self) -> int:
-        return sum(f for _, f, _ in self.gpus)
+        return sum(f for _, f, t in self.gpus if t > 0)
+
+    @property
+    def gpu_known(self) -> bool:
+        """Whether every GPU says what it has free: a device reporting a total of 0 (Hexagon's HTP; CUDA
+        when cudaMemGetInfo fails) does not, and then nothing is refused for the GPUs."""
+        return all(t > 0 for _, _, t in self.gpus)
 
 
 def _meminfo(path: str = "/proc/meminfo") -> int | None:
@@ -377,7 +383,7 @@ class Budget:
                 f"itself) but {gib(self.free.host)} is free ({self.free.source}); try "
                 + ", ".join(hints + ["or --no-memory-check to load it anyway"]))._with(
                     est.host, self.free.host, n_tokens, False)
-        if est.device and not self.remote and est.device > self.free.gpu:
+        if est.device and not self.remote and self.free.gpu_known and est.device > self.free.gpu:
             fit = self._layers_that_fit(n_tokens, n_seq)
             names = ", ".join(n for n, _, _ in self.free.gpus)
             raise MemoryCheckError(

@@ -85,6 +85,18 @@ def test_a_gpu_too_small_is_refused_with_a_layer_count_that_fits():
     assert Budget("tiny", shape, free, n_gpu_layers=0).check(64).device == 0
 
 
+@pytest.mark.parametrize("gpus", [(("HTP0", 0, 0),), (("CUDA0", 1 << 34, 1 << 34), ("CUDA1", 0, 0))])
+def test_a_gpu_that_reports_no_total_is_not_checked(gpus):
+    # Hexagon's HTP (and CUDA when cudaMemGetInfo fails) report free = total = 0: free unknown, not none.
+    shape = read_shape(TINY)
+    free = Free(host=1 << 40, source="MemAvailable", gpus=gpus)
+    assert not free.gpu_known
+    est = Budget("tiny", shape, free, n_gpu_layers=-1).check(64)
+    assert est.device > 0 and est.gpu_layers == shape.n_layer + 1
+    with pytest.raises(MemoryCheckError):  # the host is still checked
+        Budget("tiny", shape, Free(host=1 << 20, source="MemAvailable", gpus=gpus), n_gpu_layers=-1).check(64)
+
+
 def test_rpc_hosts_memory_is_not_checked_here():
     shape = read_shape(TINY)
     free = Free(host=1 << 40, source="MemAvailable", gpus=())
