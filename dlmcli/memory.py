@@ -287,8 +287,14 @@ def _stat(path: Path, key: str) -> int:
     return 0
 
 
+def _file_pages(path: Path, prefix: str) -> int:
+    """The cgroup's page cache (inactive and active file pages): reclaimable, and a model already read
+    once (its own mmap'd pages, counted in usage) is in it: counting it as used would count it twice."""
+    return _stat(path, prefix + "inactive_file") + _stat(path, prefix + "active_file")
+
+
 def cgroup_free(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> int | None:
-    """What this process's memory cgroup still allows (limit - usage + reclaimable file pages), or
+    """What this process's memory cgroup still allows (limit - usage + file pages), or
     None when there is no limit. cgroup v2 and v1; the innermost limit that is readable."""
     try:
         lines = proc.read_text().splitlines()
@@ -306,7 +312,7 @@ def cgroup_free(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/se
                 limit = _read_int(d / "memory.max")
                 usage = _read_int(d / "memory.current")
                 if limit is not None and usage is not None:
-                    free = limit - usage + _stat(d / "memory.stat", "inactive_file")
+                    free = limit - usage + _file_pages(d / "memory.stat", "")
                     best = free if best is None else min(best, free)
                     break
         elif "memory" in controllers.split(","):  # v1
@@ -314,7 +320,7 @@ def cgroup_free(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/se
                 limit = _read_int(d / "memory.limit_in_bytes")
                 usage = _read_int(d / "memory.usage_in_bytes")
                 if limit is not None and usage is not None and limit < 2**60:  # 2^63 - page: no limit
-                    free = limit - usage + _stat(d / "memory.stat", "total_inactive_file")
+                    free = limit - usage + _file_pages(d / "memory.stat", "total_")
                     best = free if best is None else min(best, free)
                     break
     return None if best is None else max(0, best)

@@ -125,6 +125,9 @@ def test_cgroup_v2_limit(tmp_path):
     (d / "memory.current").write_text("536870912\n")
     (d / "memory.stat").write_text("anon 1\ninactive_file 1048576\n")
     assert memory.cgroup_free(tmp_path / "cg", tmp_path / "proc") == (512 << 20) + (1 << 20)
+    # the active page cache (a model file read before, by this run's own mmap too) counts as free as well
+    (d / "memory.stat").write_text("anon 1\nactive_file 4194304\ninactive_file 1048576\nactive_anon 9\n")
+    assert memory.cgroup_free(tmp_path / "cg", tmp_path / "proc") == (512 << 20) + (5 << 20)
     (d / "memory.max").write_text("max\n")
     assert memory.cgroup_free(tmp_path / "cg", tmp_path / "proc") is None
 
@@ -136,6 +139,8 @@ def test_cgroup_v1_limit_and_no_limit(tmp_path):
     (d / "memory.limit_in_bytes").write_text(str(2 << 30))
     (d / "memory.usage_in_bytes").write_text(str(1 << 30))
     assert memory.cgroup_free(tmp_path / "cg", tmp_path / "proc") == 1 << 30
+    (d / "memory.stat").write_text("active_file 7\ntotal_active_file 2048\ntotal_inactive_file 1024\n")
+    assert memory.cgroup_free(tmp_path / "cg", tmp_path / "proc") == (1 << 30) + 3072  # v1: the total_ rows
     (d / "memory.limit_in_bytes").write_text("9223372036854771712")  # v1's "no limit"
     assert memory.cgroup_free(tmp_path / "cg", tmp_path / "proc") is None
 
