@@ -639,6 +639,7 @@ def memory_budget(path: str | Path, name: str, *, n_gpu_layers: int = ALL_LAYERS
         shape = memory.shape_of(header.metadata, header.tensors_all)
         arch = header.metadata.get("general.architecture")
         params, _where, _error = defaults.sources(arch, catalog or {}, defaults.file_hints(header.metadata.get, arch))
+        weights_in = memory.in_ram(path)
     except Exception:  # noqa: BLE001 (a malformed header means no estimate, never a traceback before the load)
         return None
     gen_length = params.gen_length if params is not None else GenerationParams.gen_length
@@ -656,7 +657,7 @@ def memory_budget(path: str | Path, name: str, *, n_gpu_layers: int = ALL_LAYERS
         hints.append("a smaller quantization of the model")
     return memory.Budget(name, shape, memory.free_now(devices), n_gpu_layers, kv=cache != "off", remote=remote,
                          hints=hints, default_canvas=min(gen_length + memory.PROMPT_ALLOWANCE,
-                                                         shape.n_ctx or 1 << 30))
+                                                         shape.n_ctx or 1 << 30), weights_in=weights_in)
 
 
 _LOAD_KW = ("n_gpu_layers", "n_threads", "verbose", "rpc", "split_mode", "tensor_split", "main_gpu", "cache",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -183,6 +184,7 @@ class Estimate:
     n_tokens: int
     n_seq: int
     gpu_layers: int  # layers (the output head counted as one) on the GPU
+    weights_shared: bool = False  # the file is in RAM already (tmpfs): its host weights are not counted in host
 
     @property
     def total(self) -> int:
@@ -214,22 +216,63 @@ def context_bytes(shape: Shape, n_tokens: int, n_seq: int = 1, kv: bool = False)
 
 
 def estimate(shape: Shape, n_tokens: int, *, n_seq: int = 1, n_gpu_layers: int = 0, have_gpu: bool = False,
-             kv: bool = False) -> Estimate:
-    """What loading SHAPE and running one pass over N_TOKENS positions (all sequences) needs."""
+             kv: bool = False, weights_shared: bool = False) -> Estimate:
+    """What loading SHAPE and running one pass over N_TOKENS positions (all sequences) needs.
+    ``weights_shared``: the file lives in RAM (tmpfs, ramfs): llama.cpp's mmap shares its pages, and
+    MemAvailable already left them out, so the host's weights add nothing."""
     k = gpu_layers(shape, n_gpu_layers, have_gpu)
     first_gpu = shape.n_layer - (k - 1) if k else shape.n_layer  # the output head, then layers from the end
     on_gpu = shape.output_bytes + sum(shape.layer_bytes[first_gpu:]) if k else 0
     weights_host = (shape.input_bytes + shape.other_bytes + sum(shape.layer_bytes[:first_gpu])
                     + (0 if k else shape.head_bytes))
     output, compute = context_bytes(shape, n_tokens, n_seq, kv)
+    counted = 0 if weights_shared else weights_host
     if k:  # the compute buffer lives with the output layer; the host keeps a small one for the input
         device = on_gpu + compute
-        host = weights_host + output + n_tokens * 4 * 2 * shape.n_embd
+        host = counted + output + n_tokens * 4 * 2 * shape.n_embd
     else:
         device = 0
-        host = weights_host + output + compute
+        host = counted + output + compute
     return Estimate(host=host + PROCESS_OVERHEAD, device=device, weights_host=weights_host, weights_device=on_gpu,
-                    context=output + compute, n_tokens=n_tokens, n_seq=n_seq, gpu_layers=k)
+                    context=output + compute, n_tokens=n_tokens, n_seq=n_seq, gpu_layers=k,
+                    weights_shared=weights_shared)
+
+
+# --- where the file lives ---------------------------------------------------------------------
+RAM_FILESYSTEMS = ("tmpfs", "ramfs")
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)  # /proc/mounts: \040 is a space
+
+
+def filesystem_of(path: str | os.PathLike, mounts: str | os.PathLike = "/proc/self/mounts") -> str | None:
+    """The type of the filesystem PATH (resolved) lives on: the mount with the longest mount point
+    that is a prefix of it (the last one mounted there); None off Linux or when the table is unreadable."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        target = os.path.realpath(path)
+        lines = Path(mounts).read_text().splitlines()
+    except (OSError, ValueError):
+        return None
+    best, kind = -1, None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = _unescape(fields[1])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:
+            best, kind = len(point), fields[2]
+    return kind
+
+
+def in_ram(path: str | os.PathLike, mounts: str | os.PathLike = "/proc/self/mounts") -> str | None:
+    """'tmpfs' or 'ramfs' when PATH lives there (its pages are memory already: Shmem, which MemAvailable
+    leaves out, and llama.cpp's mmap shares them rather than copying), else None."""
+    kind = filesystem_of(path, mounts)
+    return kind if kind in RAM_FILESYSTEMS else None
 
 
 # --- what is free -----------------------------------------------------------------------------
@@ -364,6 +407,7 @@ class Budget:
     remote: bool = False  # layers go to RPC hosts: their memory is theirs to check
     hints: list[str] = field(default_factory=list)  # what the refusal suggests besides the flag
     default_canvas: int = 128 + PROMPT_ALLOWANCE  # tokens of the first pass, before the prompt is known
+    weights_in: str | None = None  # 'tmpfs' or 'ramfs' when the file lives in RAM (in_ram): its weights are shared
 
     @property
     def have_gpu(self) -> bool:
@@ -371,7 +415,7 @@ class Budget:
 
     def estimate(self, n_tokens: int, n_seq: int = 1) -> Estimate:
         return estimate(self.shape, n_tokens, n_seq=n_seq, n_gpu_layers=self.n_gpu_layers, have_gpu=self.have_gpu,
-                        kv=self.kv)
+                        kv=self.kv, weights_shared=self.weights_in is not None)
 
     def check(self, n_tokens: int, n_seq: int = 1, what: str = "") -> Estimate:
         """Raise MemoryCheckError when a load plus a pass over N_TOKENS would not fit."""
@@ -381,7 +425,7 @@ class Budget:
         if est.context > (est.host + est.device) // 5:
             hints.insert(0, f"a shorter {param('gen_length')}")
         if self.free.host is not None and est.host > self.free.host:
-            parts = f"weights {gib(est.weights_host)}"
+            parts = f"weights in {self.weights_in}: shared" if self.weights_in else f"weights {gib(est.weights_host)}"
             if est.device == 0:
                 parts += f", {gib(est.context)} for {canvas}"
             raise MemoryCheckError(
@@ -403,7 +447,8 @@ class Budget:
 
     def _layers_that_fit(self, n_tokens: int, n_seq: int) -> int:
         for k in range(self.shape.n_layer + 1, 0, -1):
-            est = estimate(self.shape, n_tokens, n_seq=n_seq, n_gpu_layers=k, have_gpu=True, kv=self.kv)
+            est = estimate(self.shape, n_tokens, n_seq=n_seq, n_gpu_layers=k, have_gpu=True, kv=self.kv,
+                           weights_shared=self.weights_in is not None)
             if est.device <= self.free.gpu and (self.free.host is None or est.host <= self.free.host):
                 return k
         return 0

@@ -326,3 +326,52 @@ def test_a_huge_split_count_gives_up_the_estimate_quickly(tmp_path):
     assert memory_budget(p, "m") is None
     assert time.monotonic() - start < 5
     _one_error_or_success(run_dlm("generate", "-m", p, "-n", "4", "-s", "2", "--raw", "x", timeout=30))
+
+
+# --- a model file in RAM (tmpfs, ramfs) -------------------------------------------------------
+MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+tmpfs /dev/shm tmpfs rw,nosuid,nodev 0 0
+/dev/sdb1 /dev/shm/disk ext4 rw 0 0
+none /mnt/my\\040ram ramfs rw 0 0
+tmpfs /srv tmpfs rw 0 0
+/dev/sdc1 /srv xfs rw 0 0
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads a Linux mount table")
+@pytest.mark.parametrize("path, kind", [("/dev/shm/m.gguf", "tmpfs"), ("/dev/shm/disk/m.gguf", "ext4"),
+                                        ("/dev/shmx/m.gguf", "ext4"), ("/mnt/my ram/m.gguf", "ramfs"),
+                                        ("/srv/m.gguf", "xfs"), ("/home/m.gguf", "ext4")])
+def test_the_filesystem_of_a_path_is_its_longest_mount_point(tmp_path, path, kind):
+    mounts = tmp_path / "mounts"
+    mounts.write_text(MOUNTS)
+    assert memory.filesystem_of(path, mounts) == kind  # the last mount on a point wins (/srv)
+    assert memory.in_ram(path, mounts) == (kind if kind in ("tmpfs", "ramfs") else None)
+
+
+def test_weights_in_tmpfs_are_not_counted_again_as_host_memory():
+    shape = read_shape(TINY)
+    plain = Budget("tiny", shape, Free(host=1 << 40, source="MemAvailable"), n_gpu_layers=0).estimate(64)
+    limit = plain.host - shape.weights // 2  # the weights do not fit again; the rest does
+    free = Free(host=limit, source="MemAvailable")
+    with pytest.raises(MemoryCheckError):
+        Budget("tiny", shape, free, n_gpu_layers=0).check(64)
+    shared = Budget("tiny", shape, free, n_gpu_layers=0, weights_in="tmpfs").check(64)
+    assert shared.host == plain.host - shape.weights and shared.weights_shared
+    with pytest.raises(MemoryCheckError, match="weights in tmpfs: shared"):
+        Budget("tiny", shape, Free(host=1 << 20, source="MemAvailable"), n_gpu_layers=0, weights_in="tmpfs").check(64)
+
+
+@pytest.mark.skipif(memory.in_ram("/dev/shm/x") != "tmpfs", reason="no tmpfs at /dev/shm here")
+def test_a_model_copied_to_dev_shm_is_known_to_be_in_ram(tmp_path):
+    import shutil
+    import tempfile
+
+    from dlmcli.api import memory_budget
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as d:
+        p = Path(d) / "tiny.gguf"
+        shutil.copy(TINY, p)
+        assert memory_budget(p, "tiny").weights_in == "tmpfs"
+    assert memory_budget(TINY, "tiny").weights_in == memory.in_ram(TINY)
