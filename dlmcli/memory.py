@@ -65,6 +65,25 @@ def gib(n: float) -> str:
     return f"{n / 2**10:.0f} KiB"
 
 
+def gib_pair(need: int, free: int) -> tuple[str, str, str]:
+    """NEED and FREE as ``gib`` shows them, and a note: unless the two would print alike ('102 MiB ...
+    but 102 MiB is free'), when both are shown in the larger one's unit with more digits or, if even that
+    cannot tell them apart, the note says the shortfall (', 3 KiB short')."""
+    units = ((2**30, "GiB", 1), (2**20, "MiB", 0), (2**10, "KiB", 0), (1, "bytes", 0))
+    unit, name, digits = next(u for u in units if max(need, free) >= u[0] or u[0] == 1)
+
+    def show(n: int, d: int) -> str:
+        return f"{n / unit:.{d}f} {name}"
+
+    if show(need, digits) != show(free, digits):
+        return gib(need), gib(free), ""
+    for d in range(digits + 1, digits + 3):
+        if show(need, d) != show(free, d):
+            return show(need, d), show(free, d), ""
+    short = need - free
+    return gib(need), gib(free), f", {gib(short) if short >= 2**10 else f'{short} bytes'} short"
+
+
 def parse_size(text: str) -> int:
     """'8G', '512M', '1.5GiB', '2000000' -> bytes (K, M, G, T are powers of 1024)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
@@ -428,18 +447,20 @@ class Budget:
             parts = f"weights in {self.weights_in}: shared" if self.weights_in else f"weights {gib(est.weights_host)}"
             if est.device == 0:
                 parts += f", {gib(est.context)} for {canvas}"
+            need, free, short = gib_pair(est.host, self.free.host)
             raise MemoryCheckError(
-                f"{self.name} needs about {gib(est.host)} of memory ({parts}, {gib(PROCESS_OVERHEAD)} for dlm "
-                f"itself) but {gib(self.free.host)} is free ({self.free.source}); try "
+                f"{self.name} needs about {need} of memory ({parts}, {gib(PROCESS_OVERHEAD)} for dlm "
+                f"itself) but {free} is free ({self.free.source}{short}); try "
                 + ", ".join(hints + ["or --no-memory-check to load it anyway"]))._with(
                     est.host, self.free.host, n_tokens, False)
         if est.device and not self.remote and self.free.gpu_known and est.device > self.free.gpu:
             fit = self._layers_that_fit(n_tokens, n_seq)
             names = ", ".join(n for n, _, _ in self.free.gpus)
+            need, free, short = gib_pair(est.device, self.free.gpu)
             raise MemoryCheckError(
-                f"{self.name} needs about {gib(est.device)} of GPU memory ({est.gpu_layers} layers "
-                f"{gib(est.weights_device)}, {gib(est.context)} for {canvas}) but {gib(self.free.gpu)} is free "
-                f"on {names}; offload fewer layers (" + (f"--ngl {fit} should fit" if fit else
+                f"{self.name} needs about {need} of GPU memory ({est.gpu_layers} layers "
+                f"{gib(est.weights_device)}, {gib(est.context)} for {canvas}) but {free} is free "
+                f"on {names}{f' ({short[2:]})' if short else ''}; offload fewer layers (" + (f"--ngl {fit} should fit" if fit else
                                                          "--ngl 0 keeps the model in host memory") + "), or try "
                 + ", ".join(hints + ["or --no-memory-check to load it anyway"]))._with(
                     est.device, self.free.gpu, n_tokens, True)

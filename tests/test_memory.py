@@ -375,3 +375,28 @@ def test_a_model_copied_to_dev_shm_is_known_to_be_in_ram(tmp_path):
         shutil.copy(TINY, p)
         assert memory_budget(p, "tiny").weights_in == "tmpfs"
     assert memory_budget(TINY, "tiny").weights_in == memory.in_ram(TINY)
+
+
+@pytest.mark.parametrize("need, free, shown", [
+    (200 << 20, 50 << 20, ("200 MiB", "50 MiB", "")),  # apart already: as gib() shows them
+    ((102 << 20) + 300_000, 102 << 20, ("102.3 MiB", "102.0 MiB", "")),
+    ((1 << 30) + 5, (1 << 30) - (100 << 10), ("1.0 GiB", "1024 MiB", ", 100 KiB short")),  # 1.000 and 1.000
+])
+def test_two_figures_that_would_print_alike_get_more_digits(need, free, shown):
+    assert memory.gib_pair(need, free) == shown
+
+
+def test_a_refusal_never_says_it_needs_what_is_free():
+    shape = read_shape(TINY)
+    for gap in (1, 3000, 300_000):
+        need = estimate(shape, 64).host
+        with pytest.raises(MemoryCheckError) as e:
+            Budget("tiny", shape, Free(host=need - gap, source="MemAvailable"), n_gpu_layers=0).check(64)
+        message = str(e.value)
+        said_need = message.split("needs about ")[1].split(" of memory")[0]
+        said_free = message.split(" but ")[1].split(" is free")[0]
+        assert said_need != said_free or " short)" in message, message
+    want = estimate(shape, 64, n_gpu_layers=-1, have_gpu=True).device
+    free = Free(host=1 << 40, source="MemAvailable", gpus=(("CUDA0", want - 10, 1 << 34),))
+    with pytest.raises(MemoryCheckError, match=r"is free on CUDA0 \(10 bytes short\); "):
+        Budget("tiny", shape, free, n_gpu_layers=-1).check(64)
