@@ -45,8 +45,9 @@ class ShapeError(ValueError):
 
 
 class MemoryCheckError(DlmError):
-    """The load would need more memory than is free (``--no-memory-check`` skips the check).
-    ``need`` and ``free``: the bytes (host, or GPU when ``gpu``); ``n_tokens``: the canvas checked."""
+    """The load would need more memory than is free (``memory_check=False``, the CLI's
+    ``--no-memory-check``, skips the check). ``need`` and ``free``: the bytes (host, or GPU when ``gpu``);
+    ``n_tokens``: the canvas checked."""
 
     need = free = n_tokens = 0
     gpu = False
@@ -54,6 +55,12 @@ class MemoryCheckError(DlmError):
     def _with(self, need: int, free: int, n_tokens: int, gpu: bool) -> "MemoryCheckError":
         self.need, self.free, self.n_tokens, self.gpu = need, free, n_tokens, gpu
         return self
+
+
+def _options(hints: list[str]) -> str:
+    """'A, B, or --no-memory-check to load it anyway' (no dangling 'or' when there is no other advice)."""
+    last = "--no-memory-check to load it anyway"
+    return ", ".join(hints + [f"or {last}"]) if hints else last
 
 
 def gib(n: float) -> str:
@@ -81,7 +88,8 @@ def gib_pair(need: int, free: int) -> tuple[str, str, str]:
         if show(need, d) != show(free, d):
             return show(need, d), show(free, d), ""
     short = need - free
-    return gib(need), gib(free), f", {gib(short) if short >= 2**10 else f'{short} bytes'} short"
+    shown = gib(short) if short >= 2**10 else f"{short} byte" + ("s" if short != 1 else "")
+    return gib(need), gib(free), f", {shown} short"
 
 
 def parse_size(text: str) -> int:
@@ -451,7 +459,7 @@ class Budget:
             raise MemoryCheckError(
                 f"{self.name} needs about {need} of memory ({parts}, {gib(PROCESS_OVERHEAD)} for dlm "
                 f"itself) but {free} is free ({self.free.source}{short}); try "
-                + ", ".join(hints + ["or --no-memory-check to load it anyway"]))._with(
+                + _options(hints))._with(
                     est.host, self.free.host, n_tokens, False)
         if est.device and not self.remote and self.free.gpu_known and est.device > self.free.gpu:
             fit = self._layers_that_fit(n_tokens, n_seq)
@@ -462,7 +470,7 @@ class Budget:
                 f"{gib(est.weights_device)}, {gib(est.context)} for {canvas}) but {free} is free "
                 f"on {names}{f' ({short[2:]})' if short else ''}; offload fewer layers (" + (f"--ngl {fit} should fit" if fit else
                                                          "--ngl 0 keeps the model in host memory") + "), or try "
-                + ", ".join(hints + ["or --no-memory-check to load it anyway"]))._with(
+                + _options(hints))._with(
                     est.device, self.free.gpu, n_tokens, True)
         return est
 

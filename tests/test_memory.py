@@ -79,6 +79,7 @@ def test_a_gpu_too_small_is_refused_with_a_layer_count_that_fits():
         budget.check(64)
     message = str(e.value)
     assert "of GPU memory" in message and "on CUDA0" in message and "--no-memory-check" in message
+    assert "(1 byte short)" in message
     fit = int(message.split("--ngl ")[1].split()[0])
     assert 0 < fit < shape.n_layer + 1
     Budget("tiny", shape, free, n_gpu_layers=fit).check(64)  # the advice holds
@@ -400,3 +401,9 @@ def test_a_refusal_never_says_it_needs_what_is_free():
     free = Free(host=1 << 40, source="MemAvailable", gpus=(("CUDA0", want - 10, 1 << 34),))
     with pytest.raises(MemoryCheckError, match=r"is free on CUDA0 \(10 bytes short\); "):
         Budget("tiny", shape, free, n_gpu_layers=-1).check(64)
+
+
+def test_a_refusal_with_no_other_advice_has_no_dangling_or():
+    with pytest.raises(MemoryCheckError) as e:
+        Budget("tiny", read_shape(TINY), Free(host=1 << 20, source="MemAvailable"), n_gpu_layers=0).check(64)
+    assert "; try --no-memory-check to load it anyway" in str(e.value)
