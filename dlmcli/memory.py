@@ -444,6 +444,12 @@ class Budget:
         return estimate(self.shape, n_tokens, n_seq=n_seq, n_gpu_layers=self.n_gpu_layers, have_gpu=self.have_gpu,
                         kv=self.kv, weights_shared=self.weights_in is not None)
 
+    def fits(self, est: Estimate) -> bool:
+        """Whether ``check`` would let EST through (unknown free memory, host or GPU, is no refusal)."""
+        host = self.free.host is None or est.host <= self.free.host
+        gpu = not est.device or self.remote or not self.free.gpu_known or est.device <= self.free.gpu
+        return host and gpu
+
     def check(self, n_tokens: int, n_seq: int = 1, what: str = "") -> Estimate:
         """Raise MemoryCheckError when a load plus a pass over N_TOKENS would not fit."""
         est = self.estimate(n_tokens, n_seq)

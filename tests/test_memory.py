@@ -80,6 +80,7 @@ def test_a_gpu_too_small_is_refused_with_a_layer_count_that_fits():
     message = str(e.value)
     assert "of GPU memory" in message and "on CUDA0" in message and "--no-memory-check" in message
     assert "(1 byte short)" in message
+    assert not budget.fits(budget.estimate(64))
     fit = int(message.split("--ngl ")[1].split()[0])
     assert 0 < fit < shape.n_layer + 1
     Budget("tiny", shape, free, n_gpu_layers=fit).check(64)  # the advice holds
@@ -92,8 +93,9 @@ def test_a_gpu_that_reports_no_total_is_not_checked(gpus):
     shape = read_shape(TINY)
     free = Free(host=1 << 40, source="MemAvailable", gpus=gpus)
     assert not free.gpu_known
-    est = Budget("tiny", shape, free, n_gpu_layers=-1).check(64)
-    assert est.device > 0 and est.gpu_layers == shape.n_layer + 1
+    budget = Budget("tiny", shape, free, n_gpu_layers=-1)
+    est = budget.check(64)
+    assert est.device > 0 and est.gpu_layers == shape.n_layer + 1 and budget.fits(est)
     with pytest.raises(MemoryCheckError):  # the host is still checked
         Budget("tiny", shape, Free(host=1 << 20, source="MemAvailable", gpus=gpus), n_gpu_layers=-1).check(64)
 
