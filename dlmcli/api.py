@@ -276,6 +276,7 @@ class Model:
         # cache="prefix": Fast-dLLM's approximate prefix cache (docs/kv-cache.md); the model is then
         # loaded under its autoregressive twin arch, which has KV memory.
         self.cache = cache
+        _check_layer_count(self.path)
         self.runtime = Runtime(self.path, n_gpu_layers=n_gpu_layers, n_threads=n_threads, verbose=verbose,
                                devices=devices, cache=cache, budget=budget)
         try:
@@ -622,6 +623,26 @@ def load(model: str | Path, *, n_gpu_layers: int = ALL_LAYERS, n_threads: int | 
                  catalog_defaults=entry.overrides if entry else None,
                  prompt_format=entry.prompt_format if entry else None, rpc=rpc, split_mode=split_mode,
                  tensor_split=tensor_split, main_gpu=main_gpu, cache=cache, budget=budget)
+
+
+MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS: past it, its loader aborts the process
+
+
+def _check_layer_count(path: Path) -> None:
+    """A file claiming more layers than llama.cpp holds is refused here: its loader would abort the
+    whole process with a C++ assertion instead of an error (a malformed or hostile file)."""
+    from .hub.ggufinfo import read_header
+    from .runtime.llama import check_gguf_file
+
+    check_gguf_file(path)
+    try:
+        md = read_header(path).metadata
+    except ModelError:  # a header it cannot read: the load says what is wrong, as before
+        return
+    n = md.get(f"{md.get('general.architecture')}.block_count")
+    if isinstance(n, int) and not 0 < n <= MAX_LAYERS:
+        raise ModelError(f"{path.name} says it has {n} layers; llama.cpp loads 1 to {MAX_LAYERS} (the file is "
+                         "malformed)")
 
 
 def memory_budget(path: str | Path, name: str, *, n_gpu_layers: int = ALL_LAYERS, remote: bool = False,

@@ -314,8 +314,13 @@ def test_a_huge_layer_count_gives_up_the_estimate_quickly(tmp_path):
         info = run_dlm("info", path, timeout=30)
         assert info.returncode == 0 and b"Traceback" not in info.stderr, info.stderr
         assert b"canvas of" not in info.stdout  # no memory line: no estimate
-    # (llama.cpp's own load asserts on a block_count past its 512 layers: not the memory check's to catch)
     _one_error_or_success(run_dlm("generate", "-m", q, "-n", "4", "-s", "2", "--raw", "x", timeout=30))
+    # llama.cpp's loader aborts the process past its 512 layers (a C++ assertion and a backtrace):
+    # refused before it, with or without the memory check
+    for flags in ((), ("--no-memory-check",)):
+        r = run_dlm("generate", "-m", p, "-n", "4", "-s", "2", "--raw", "x", *flags, timeout=30)
+        lines = r.stderr.decode().strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1 and "4000000000 layers" in lines[0], r.stderr[-2000:]
 
 
 def test_a_huge_split_count_gives_up_the_estimate_quickly(tmp_path):
@@ -329,6 +334,9 @@ def test_a_huge_split_count_gives_up_the_estimate_quickly(tmp_path):
     assert memory_budget(p, "m") is None
     assert time.monotonic() - start < 5
     _one_error_or_success(run_dlm("generate", "-m", p, "-n", "4", "-s", "2", "--raw", "x", timeout=30))
+    info = run_dlm("info", p, timeout=30)  # it listed 4e9 shard names before answering
+    assert info.returncode == 1 and b"split into 4000000000 files" in info.stderr, info.stderr[-2000:]
+    assert len(info.stderr.decode().strip().splitlines()) == 1
 
 
 # --- a model file in RAM (tmpfs, ramfs) -------------------------------------------------------

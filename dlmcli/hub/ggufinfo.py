@@ -287,6 +287,9 @@ class GGUFInfo:
         return dict(self.__dict__)
 
 
+MAX_SHARDS = 99999  # gguf-split names shards -NNNNN-of-NNNNN.gguf
+
+
 def shard_paths(first: Path, count: int) -> list[Path]:
     """The sibling shard files of a split GGUF, from the first shard's name."""
     m = _SHARD.search(first.name)
@@ -309,6 +312,9 @@ def read_info(path: Path) -> GGUFInfo:
     split_count = md.get("split.count")
     files = [path]
     tensors = list(head.tensors)
+    if isinstance(split_count, int) and split_count > MAX_SHARDS:
+        raise ModelError(f"{path.name} says it is split into {split_count} files; a split GGUF has at most "
+                         f"{MAX_SHARDS} (the file is malformed)")
     if isinstance(split_count, int) and split_count > 1:
         files = shard_paths(path, split_count)
         for shard in files[1:]:
