@@ -207,7 +207,7 @@ def _read_stdin() -> str:
 # Shared options, defined once.
 ModelOpt = Annotated[Optional[str], typer.Option("-m", "--model", metavar="MODEL", help="A .gguf path or a model name (see 'dlm models').")]
 NglOpt = Annotated[int, typer.Option("--ngl", metavar="N", help="Layers to offload to the GPU (-1: all).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", metavar="N", min=1, max=512, help="CPU threads for llama.cpp and scoring.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", metavar="N", min=1, max=512, help="CPU threads for llama.cpp and scoring (default: every core; for a tiny model's passes, the cores idle now).")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show llama.cpp's log and run statistics.")]
 # Where the layers go (docs/distributed.md): llama.cpp's RPC hosts and multi-device split.
 RpcOpt = Annotated[Optional[str], typer.Option("--rpc", metavar="HOST:PORT,...", envvar="DLM_RPC", show_envvar=True, help="llama.cpp rpc-server hosts HOST:PORT[,HOST:PORT...] that take the model's layers (see 'dlm rpc-server').")]
