@@ -453,7 +453,7 @@ class Model:
         # (milliseconds, 7x a tiny model's pass) is not a pass, as llama-diffusion-cli does not count it.
         rt = self.runtime
         if rt.prefix is None:
-            copies = [2 if p.cfg > 0 else 1 for p in plist]  # classifier-free guidance adds a pass row
+            copies = [p.pass_copies for p in plist]
             rt.reserve(sum(len(c) * k for c, k in zip(canvases, copies)), sum(copies))
 
     def _canvas(self, prompt_tokens: list[int], params: GenerationParams) -> np.ndarray:

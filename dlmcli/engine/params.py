@@ -46,6 +46,12 @@ class GenerationParams:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def pass_copies(self) -> int:
+        """Rows of a forward pass one canvas takes: two with classifier-free guidance (the Scheduler
+        adds the unconditional copy), else one."""
+        return 2 if self.cfg > 0 else 1
+
     def validate(self) -> "GenerationParams":
         """Raise UsageError naming the parameter at fault (the CLI spells it as its flag); return self."""
         for name in ("gen_length", "steps", "block_length", "top_k", "seed"):

@@ -434,12 +434,24 @@ class Runtime:
         if self.prefix is not None:
             self.prefix.abort()
 
+    def _grown(self, n_tokens: int, n_seq: int) -> tuple[int, int] | None:
+        """The context a pass of this size needs (it grows, never shrinks); None if the one made holds it."""
+        if self.ctx and self.ctx.n_tokens >= n_tokens and self.ctx.n_seq >= n_seq:
+            return None
+        return max(n_tokens, self.ctx.n_tokens if self.ctx else 0), max(n_seq, self.ctx.n_seq if self.ctx else 1)
+
+    def check_room(self, n_tokens: int, n_seq: int) -> None:
+        """Raise the memory check's error if a pass of this size needs a context that does not fit."""
+        size = self._grown(n_tokens, n_seq)
+        if size is not None and self.budget is not None and self.prefix is None:
+            self.budget.check(*size)
+
     def reserve(self, n_tokens: int, n_seq: int) -> None:
         """Make sure one pass can hold n_tokens over n_seq sequences (grows, never shrinks)."""
-        if self.ctx and self.ctx.n_tokens >= n_tokens and self.ctx.n_seq >= n_seq:
+        size = self._grown(n_tokens, n_seq)
+        if size is None:
             return
-        n_tokens = max(n_tokens, self.ctx.n_tokens if self.ctx else 0)
-        n_seq = max(n_seq, self.ctx.n_seq if self.ctx else 1)
+        n_tokens, n_seq = size
         if self.budget is not None:
             self.budget.check(n_tokens, n_seq)
         self._close_ctx()

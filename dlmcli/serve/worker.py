@@ -176,23 +176,15 @@ class ModelWorker:
         """Positions and sequences these take in a pass (classifier-free guidance: twice)."""
         tokens = n_seq = 0
         for seq in seqs:
-            k = 2 if seq.params.cfg > 0 else 1
-            tokens += k * len(seq.canvas)
-            n_seq += k
+            tokens += seq.params.pass_copies * len(seq.canvas)
+            n_seq += seq.params.pass_copies
         return tokens, n_seq
 
     def _fits(self, n_tokens: int, n_seq: int) -> DlmError | None:
-        """None if a pass of this size fits the memory check (or a context that holds it exists),
-        else the check's error: one request's size must not fail the others in its pass."""
-        rt = self.model.runtime
-        budget = getattr(rt, "budget", None)
-        ctx = getattr(rt, "ctx", None)
-        if budget is None or getattr(rt, "prefix", None) is not None:
-            return None
-        if ctx is not None and ctx.n_tokens >= n_tokens and ctx.n_seq >= n_seq:
-            return None
+        """None if a pass of this size fits the memory check, else the check's error: one request's
+        size must not fail the others in its pass."""
         try:
-            budget.check(max(n_tokens, ctx.n_tokens if ctx else 0), max(n_seq, ctx.n_seq if ctx else 1))
+            self.model.runtime.check_room(n_tokens, n_seq)
         except DlmError as e:
             return e
         return None
