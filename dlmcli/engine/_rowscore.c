@@ -105,40 +105,32 @@ static double lane_sum(const double *acc) {
     return s;
 }
 
-typedef float vfloat __attribute__((vector_size(4 * LANES)));
-typedef int32_t vint __attribute__((vector_size(4 * LANES)));
 
-/* Largest value of x[a..b) and the first index holding it (NaN ignored; -inf and a when none). */
+/* Largest value of x[a..b) and the first index holding it (NaN ignored; -inf and a when none).
+   Two reads: the maximum (lane-wise, which every instruction set vectorises: a 16-wide compare with
+   an index blend was expanded lane by lane without AVX-512, 10x slower), then the first index
+   holding it, found a block at a time (on average half the row, from the cache). */
 static inline __attribute__((always_inline)) float row_argmax(const float *x, Py_ssize_t a, Py_ssize_t b, Py_ssize_t *arg) {
-    vfloat m;
-    vint im, jv;
-    for (int l = 0; l < LANES; l++) {
-        m[l] = -INFINITY;
-        im[l] = 0;
-        jv[l] = l;
-    }
+    float m[LANES];
+    for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
     Py_ssize_t j = a;
-    for (; j + LANES <= b; j += LANES) {
-        vfloat v;
-        memcpy(&v, x + j, sizeof v);
-        vint gt = v > m; /* strict: each lane keeps its first maximum */
-        m = (vfloat)(((vint)v & gt) | ((vint)m & ~gt));
-        vint at = jv + (int32_t)(j - a);
-        im = (at & gt) | (im & ~gt);
-    }
+    for (; j + LANES <= b; j += LANES)
+        for (int l = 0; l < LANES; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
     float best = -INFINITY;
-    Py_ssize_t bi = -1;
-    for (int l = 0; l < LANES; l++)
-        if (j > a && (m[l] > best || (m[l] == best && (bi < 0 || a + im[l] < bi)))) {
-            best = m[l];
-            bi = a + im[l];
-        }
+    for (int l = 0; l < LANES; l++) best = m[l] > best ? m[l] : best;
+    for (Py_ssize_t i = j; i < b; i++) best = x[i] > best ? x[i] : best;
+    *arg = a;
+    if (best == -INFINITY) return best; /* all -inf or NaN: index a, as numpy's argmax of -inf rows */
+    for (j = a; j + LANES <= b; j += LANES) {
+        int hit = 0;
+        for (int l = 0; l < LANES; l++) hit |= x[j + l] == best;
+        if (hit) break;
+    }
     for (; j < b; j++)
-        if (x[j] > best || bi < 0) {
-            best = x[j] > best ? x[j] : best;
-            bi = x[j] >= best ? j : bi;
+        if (x[j] == best) {
+            *arg = j;
+            break;
         }
-    *arg = bi < 0 ? a : bi;
     return best;
 }
 
@@ -170,15 +162,12 @@ static inline double row_sumexp(const float *x, Py_ssize_t V, float top, float *
    the margin's runner-up costs a max per lane in the read the sum already makes. */
 static inline double row_sumexp_second(const float *x, Py_ssize_t V, float top, Py_ssize_t arg, float *second) {
     double acc[LANES] = {0};
-    vfloat m;
+    float m[LANES];
     for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
     Py_ssize_t j = 0;
     for (; j + LANES <= V; j += LANES) {
         for (int l = 0; l < LANES; l++) acc[l] += (double)exp_neg(x[j + l] - top);
-        vfloat v;
-        memcpy(&v, x + j, sizeof v);
-        vint gt = v > m;
-        m = (vfloat)(((vint)v & gt) | ((vint)m & ~gt));
+        for (int l = 0; l < LANES; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
     }
     const Py_ssize_t body = j;
     double s = lane_sum(acc);
