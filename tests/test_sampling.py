@@ -16,11 +16,12 @@ FILTERS = [(0, 1.0), (3, 1.0), (0, 0.7), (4, 0.8), (1, 1.0), (0, 0.05)]  # (top_
 ALGORITHMS = ["low-confidence", "margin", "entropy"]
 
 
-def kernel_sample(rows, algorithm, temperature, top_k, top_p, convention, u, threads=2):
+def kernel_sample(rows, algorithm, temperature, top_k, top_p, convention, u, threads=2, flags=0, work=None):
     n = len(rows)
     idx, val = np.empty(n, np.int64), np.empty(n)
     scoring._rowscore.sample(rows.logits, rows.index.astype(np.int64), rows.uncond, float(rows.scale), temperature,
-                             top_k, top_p, convention == "raw", scoring.MODES.get(algorithm, 0), u, idx, val, threads)
+                             top_k, top_p, convention == "raw", scoring.MODES.get(algorithm, 0), u, idx, val, threads,
+                             work, flags)
     return idx, val
 
 
@@ -82,6 +83,69 @@ def test_small_top_k_with_ties_at_the_kth_value(top_p):
         case = (top_k, top_p, temperature, algorithm)
         assert (got[0] == want[0]).all(), case
         np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7, err_msg=str(case))
+
+
+@needs_kernel
+@pytest.mark.parametrize("scale,temperatures", [(4.0, (0.0, 0.2, 0.7)), (1.5, (0.2, 0.3))])
+def test_top_p_short_path_matches_the_general_path_and_numpy(scale, temperatures):
+    # Rows whose kept set is a few tokens to a few hundred, in a vocabulary wider than the short
+    # path's 2,048 slots (so it prunes), with ties: the short path must do every row here, and give
+    # what the general path (histogram) and the numpy definition give.
+    rng = np.random.default_rng(int(scale * 10))
+    vocab = 30000
+    logits = (rng.standard_normal((10, vocab)) * scale).astype(np.float32)
+    if 0.0 in temperatures:  # the test's premise: rows with more tokens near the top than the slots
+        assert ((logits > logits.max(axis=1, keepdims=True) - 11.1).sum(axis=1) > 2048).sum() >= 5
+    logits[3] = np.round(logits[3])  # wide ties at every value
+    logits[4, 100:110] = logits[4].max()  # a tie at the top
+    uncond = (rng.standard_normal((10, vocab)) * scale).astype(np.float32)
+    for cfg in (False, True):
+        rows = scoring.Rows(logits, np.arange(10), uncond if cfg else None, 1.5 if cfg else 1.0)
+        for (top_k, top_p), temperature, convention, algorithm in itertools.product(
+                [(0, 0.95), (0, 0.5), (3, 0.9), (1, 0.99), (0, 0.05)], temperatures, ["sampled", "raw"], ALGORITHMS):
+            u = rng.random(len(rows)) if temperature > 0 else None
+            case = (cfg, top_k, top_p, temperature, convention, algorithm)
+            short = kernel_sample(rows, algorithm, temperature, top_k, top_p, convention, u,
+                                  flags=scoring._rowscore.ONLY_PREFIX)
+            assert (short[0] >= 0).all(), ("the short path gave up on", np.flatnonzero(short[0] < 0), case)
+            general = kernel_sample(rows, algorithm, temperature, top_k, top_p, convention, u,
+                                    flags=scoring._rowscore.NO_PREFIX)
+            assert (short[0] == general[0]).all(), case
+            np.testing.assert_allclose(short[1], general[1], rtol=1e-12, err_msg=str(case))
+            if algorithm == "entropy" and not cfg:  # the definition itself (slow: a sort per row)
+                want = scoring._sample_numpy(rows, algorithm, temperature, top_k, top_p, convention, u)
+                assert (short[0] == want[0]).all(), case
+                np.testing.assert_allclose(short[1], want[1], rtol=1e-5, atol=1e-7, err_msg=str(case))
+
+
+@needs_kernel
+def test_flat_rows_leave_the_short_path_and_get_the_same_answer():
+    # Top-p 0.95 over a nearly flat row keeps most of the vocabulary: more than the short path holds.
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((6, 8000)) * 0.3).astype(np.float32)
+    rows = scoring.Rows(logits, np.arange(6))
+    u = rng.random(6)
+    short = kernel_sample(rows, "entropy", 1.0, 0, 0.95, "sampled", u, flags=scoring._rowscore.ONLY_PREFIX)
+    assert (short[0] == -1).all()
+    got = kernel_sample(rows, "entropy", 1.0, 0, 0.95, "sampled", u)
+    want = scoring._sample_numpy(rows, "entropy", 1.0, 0, 0.95, "sampled", u)
+    assert (got[0] == want[0]).all()
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
+
+
+@needs_kernel
+def test_the_scratch_is_grown_once_and_reused():
+    rng = np.random.default_rng(2)
+    logits = (rng.standard_normal((8, 3000)) * 2).astype(np.float32)
+    rows = scoring.Rows(logits, np.arange(8))
+    work = bytearray()
+    a = kernel_sample(rows, "entropy", 0.5, 0, 0.9, "sampled", np.full(8, 0.5), work=work)
+    size = len(work)
+    assert size >= 3000 * 4 * 2  # at least the terms of the rows of two threads
+    b = kernel_sample(rows, "entropy", 0.5, 0, 0.9, "sampled", np.full(8, 0.5), work=work)
+    assert len(work) == size and (a[0] == b[0]).all() and (a[1] == b[1]).all()
+    with pytest.raises(TypeError, match="bytearray"):
+        kernel_sample(rows, "entropy", 0.5, 0, 0.9, "sampled", np.full(8, 0.5), work=np.zeros(10, np.uint8))
 
 
 @pytest.mark.parametrize("path", ["c", "numpy"])

@@ -292,6 +292,11 @@ static int pair_cmp(const void *a, const void *b) {
     return before(p, q) ? -1 : before(q, p) ? 1 : 0;
 }
 
+static int int32_cmp(const void *a, const void *b) {
+    const int32_t p = *(const int32_t *)a, q = *(const int32_t *)b;
+    return (p > q) - (p < q);
+}
+
 static inline void pair_swap(pair_t *a, Py_ssize_t i, Py_ssize_t k) {
     pair_t t = a[i];
     a[i] = a[k];
@@ -382,27 +387,153 @@ typedef struct {
 } sample_params;
 
 typedef struct {
-    float *guided, *terms, *raw_terms;
+    float *guided, *terms, *raw_terms, *kept_e;
     int32_t *cand;
     pair_t *band;
 } sample_work;
 
-/* The untempered, unfiltered score of token tok (LLaDA's convention), like score_rows. */
-static double raw_score(const float *x, Py_ssize_t V, int mode, Py_ssize_t tok, float *terms) {
-    Py_ssize_t arg, unused;
-    float top = row_argmax(x, 0, V, &arg);
+/* sample()'s flags, for the tests and benchmarks that compare the two top-p paths: NO_PREFIX takes
+   the general path for every row; ONLY_PREFIX gives index -1 to the rows top_p_prefix cannot do. */
+#define NO_PREFIX 1
+#define ONLY_PREFIX 2
+
+/* The untempered, unfiltered score of token tok (LLaDA's convention), like score_rows; amax and
+   top: the row's argmax and its value, already known. */
+static double raw_score(const float *x, Py_ssize_t V, int mode, Py_ssize_t tok, Py_ssize_t amax, float top,
+                        float *terms) {
+    Py_ssize_t unused;
     double z = row_sumexp(x, V, top, mode == MODE_ENTROPY ? terms : NULL);
     if (mode == MODE_MARGIN) {
         float second = -INFINITY; /* V 1: margin 1, as the numpy path scores it */
         if (V > 1) {
-            float before = arg > 0 ? row_argmax(x, 0, arg, &unused) : -INFINITY;
-            float after = arg + 1 < V ? row_argmax(x, arg + 1, V, &unused) : -INFINITY;
+            float before = amax > 0 ? row_argmax(x, 0, amax, &unused) : -INFINITY;
+            float after = amax + 1 < V ? row_argmax(x, amax + 1, V, &unused) : -INFINITY;
             second = after > before ? after : before;
         }
         return 1.0 / z - exp((double)(second - top)) / z;
     }
     if (mode == MODE_ENTROPY) return row_entropy(terms, V, (float)z);
     return (double)exp_neg(x[tok] - top) / z;
+}
+
+/* The end of every filtered row: the kept tokens in vocabulary order (ids, with their terms e),
+   their total, the draw (inverse CDF with u; at temperature 0 the argmax) and the score. */
+static void finish_kept(const float *x, Py_ssize_t V, const sample_params *sp, double u, Py_ssize_t amax, float top,
+                        const int32_t *ids, const float *e, Py_ssize_t nk, float *raw_terms, int64_t *out_idx,
+                        double *out_val) {
+    double zk = 0.0;
+    float second = 0.0f;
+    for (Py_ssize_t r = 0; r < nk; r++) {
+        zk += (double)e[r];
+        second = (ids[r] != amax && e[r] > second) ? e[r] : second;
+    }
+    Py_ssize_t tok = amax;
+    float e_tok = 1.0f; /* the argmax's term: exp(0) */
+    if (sp->temperature > 0) {
+        const double target = u * zk;
+        double acc = 0.0;
+        tok = ids[nk - 1];
+        e_tok = e[nk - 1];
+        for (Py_ssize_t r = 0; r < nk; r++) {
+            acc += (double)e[r];
+            if (acc > target) {
+                tok = ids[r];
+                e_tok = e[r];
+                break;
+            }
+        }
+    }
+    double val;
+    if (sp->raw) {
+        val = raw_score(x, V, sp->mode, tok, amax, top, raw_terms);
+    } else if (sp->mode == MODE_MARGIN) {
+        val = (1.0 - (double)second) / zk;
+    } else if (sp->mode == MODE_ENTROPY) {
+        const float zf = (float)zk;
+        double acc = 0.0;
+        for (Py_ssize_t r = 0; r < nk; r++) {
+            float p = e[r] / zf;
+            acc += (double)(p * log_pos(p + 1e-10f));
+        }
+        val = acc;
+    } else {
+        val = (double)e_tok / zk;
+    }
+    *out_idx = tok;
+    *out_val = val;
+}
+
+/* Top-p without the row's terms or histogram, for rows whose kept set is small (every sampled row of
+   a trained model at Dream's T 0.2, most at T 1): one read computes z (row_terms' sum, the same
+   bits) and gathers the tokens that can be kept into a[0..cap), a prefix of the row's sorted order
+   (x descending, then index): every x above a floor while there is room; when full, the better half
+   stays and the floor rises to its last, so later ties (higher indices) stay out. If the crossing of
+   p lies in that prefix the kept set is exactly the general path's; else 0 (the caller takes it). */
+#define CAND_CAP 2048
+MULTIVERSION
+static int top_p_prefix(const float *x, Py_ssize_t V, const sample_params *sp, double u, Py_ssize_t amax, float top,
+                        float s, float *raw_terms, int64_t *out_idx, double *out_val) {
+    pair_t a[CAND_CAP];
+    float e[CAND_CAP];
+    int32_t ids[CAND_CAP];
+    double acc[LANES] = {0};
+    /* terms below 2^-16 of the top's rarely matter; a row that needs them fails and goes the long way */
+    float floor_x = top - 11.1f / s;
+    Py_ssize_t n = 0, j = 0;
+    for (; j + LANES <= V; j += LANES) {
+        int hit = 0;
+        for (int l = 0; l < LANES; l++) {
+            acc[l] += (double)exp_neg((x[j + l] - top) * s);
+            hit |= x[j + l] > floor_x;
+        }
+        if (!hit) continue;
+        for (int l = 0; l < LANES; l++) { /* branch-free: only a slot's count moves */
+            a[n].x = x[j + l];
+            a[n].j = (int32_t)(j + l);
+            n += x[j + l] > floor_x;
+        }
+        if (n > CAND_CAP - LANES) {
+            select_rank(a, n, CAND_CAP / 2 - 1);
+            n = CAND_CAP / 2;
+            floor_x = a[n - 1].x;
+        }
+    }
+    double z = lane_sum(acc);
+    for (; j < V; j++) {
+        z += (double)exp_neg((x[j] - top) * s);
+        if (x[j] > floor_x) {
+            if (n == CAND_CAP) return 0;
+            a[n].x = x[j];
+            a[n].j = (int32_t)j;
+            n++;
+        }
+    }
+    if (!(z >= 1.0) || n == 0) return 0; /* NaN (the general path reports it) */
+    qsort(a, (size_t)n, sizeof(pair_t), pair_cmp);
+    /* keep a[r] while the mass before it is <= top_p * z (the first always) */
+    const double target = sp->top_p * z;
+    double cum = 0.0;
+    Py_ssize_t r = 0;
+    for (; r < n; r++) {
+        if (r > 0 && cum > target) break;
+        cum += (double)exp_neg((a[r].x - top) * s);
+    }
+    const Py_ssize_t k = sp->top_k > 0 && sp->top_k < V ? (Py_ssize_t)sp->top_k : V;
+    if (!(cum > target)) { /* top-p keeps the whole prefix and more: only a top-k inside it helps */
+        if (!(k < n && a[k - 1].x > a[n - 1].x)) return 0; /* (the k-th value's ties all in the prefix) */
+        r = n;
+    }
+    if (r > k) { /* then top-k: the k-th value and its ties among those top-p kept */
+        Py_ssize_t q = k;
+        while (q < r && a[q].x == a[k - 1].x) q++;
+        r = q;
+    }
+    /* the kept tokens in vocabulary order */
+    for (Py_ssize_t i = 0; i < r; i++) ids[i] = a[i].j;
+    qsort(ids, (size_t)r, sizeof(int32_t), int32_cmp);
+    for (Py_ssize_t i = 0; i < r; i++) e[i] = exp_neg((x[ids[i]] - top) * s);
+    finish_kept(x, V, sp, u, amax, top, ids, e, r, raw_terms, out_idx, out_val);
+    return 1;
 }
 
 /* Small top-k (Dream's order: top-p over the whole row, then top-k): the kept set lies in the k
@@ -459,11 +590,19 @@ static int topk_cut(const float *x, Py_ssize_t V, const float *terms, const samp
 
 MULTIVERSION
 static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, double u, sample_work *w,
-                       int64_t *out_idx, double *out_val) {
+                       int flags, int64_t *out_idx, double *out_val) {
     Py_ssize_t amax;
     const float top = row_argmax(x, 0, V, &amax);
     const int hot = sp->temperature > 0;
     const float s = hot ? (float)(1.0 / sp->temperature) : 1.0f;
+    if (sp->top_p < 1.0 && !(flags & NO_PREFIX) &&
+        top_p_prefix(x, V, sp, u, amax, top, s, w->raw_terms, out_idx, out_val))
+        return;
+    if (flags & ONLY_PREFIX) {
+        *out_idx = -1;
+        *out_val = NAN;
+        return;
+    }
     float *terms = w->terms;
     const double z_all = row_terms(x, V, top, s, terms);
     if (isnan(z_all)) {
@@ -478,7 +617,7 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
     }
     const int by_p = sp->top_p < 1.0, by_k = sp->top_k > 0 && sp->top_k < V;
     Py_ssize_t tok = amax;
-    double z_kept = z_all, val;
+    double val;
 
     if (!by_p && !by_k) {
         if (hot) { /* inverse CDF over the whole row, a block of sums at a time */
@@ -503,7 +642,7 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
             tok = last;
         }
         if (sp->raw) {
-            val = raw_score(x, V, sp->mode, tok, w->raw_terms);
+            val = raw_score(x, V, sp->mode, tok, amax, top, w->raw_terms);
         } else if (sp->mode == MODE_MARGIN) {
             Py_ssize_t unused;
             float second = -INFINITY;
@@ -621,61 +760,30 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
         }
     }
 kept:
-    /* The kept tokens in vocabulary order (cand is in that order). */
+    /* The kept tokens in vocabulary order (cand is in that order), with their terms. */
     Py_ssize_t nk = 0;
-    double zk = 0.0;
-    float second = 0.0f;
     for (Py_ssize_t r = 0; r < nc; r++) { /* branch-free, as above */
         const int32_t i = w->cand[r];
         const float e = terms[i];
         const int k = e >= lo_h || x[i] > cut_x || (x[i] == cut_x && i <= cut_j);
         w->cand[nk] = i;
+        w->kept_e[nk] = e;
         nk += k;
-        zk += k ? (double)e : 0.0;
-        second = (k && i != amax && e > second) ? e : second;
     }
-    z_kept = zk;
-    if (hot) {
-        const double target = u * zk;
-        double acc = 0.0;
-        tok = w->cand[nk - 1];
-        for (Py_ssize_t r = 0; r < nk; r++) {
-            acc += (double)terms[w->cand[r]];
-            if (acc > target) {
-                tok = w->cand[r];
-                break;
-            }
-        }
-    }
-    if (sp->raw) {
-        val = raw_score(x, V, sp->mode, tok, w->raw_terms);
-    } else if (sp->mode == MODE_MARGIN) {
-        val = (1.0 - (double)second) / z_kept;
-    } else if (sp->mode == MODE_ENTROPY) {
-        const float zf = (float)z_kept;
-        double acc = 0.0;
-        for (Py_ssize_t r = 0; r < nk; r++) {
-            float p = terms[w->cand[r]] / zf;
-            acc += (double)(p * log_pos(p + 1e-10f));
-        }
-        val = acc;
-    } else {
-        val = (double)terms[tok] / z_kept;
-    }
-    *out_idx = tok;
-    *out_val = val;
+    finish_kept(x, V, sp, u, amax, top, w->cand, w->kept_e, nk, w->raw_terms, out_idx, out_val);
 }
 
-/* Per thread: guided, terms and raw terms (3V floats), candidates (V int32), band (V pairs). */
-#define SAMPLE_WORK_BYTES(V) ((size_t)(V) * (3 * sizeof(float) + sizeof(int32_t) + sizeof(pair_t)))
+/* Per thread: guided, terms, raw terms and kept terms (4V floats), candidates (V int32), band (V pairs). */
+#define SAMPLE_WORK_BYTES(V) ((size_t)(V) * (4 * sizeof(float) + sizeof(int32_t) + sizeof(pair_t)))
 
 static void sample_one(const float *logits, const float *uncond, float scale, Py_ssize_t V, int64_t row,
-                       const sample_params *sp, double u, char *mem, int64_t *out_idx, double *out_val) {
+                       const sample_params *sp, double u, char *mem, int flags, int64_t *out_idx, double *out_val) {
     sample_work w;
     w.guided = (float *)mem;
     w.terms = w.guided + V;
     w.raw_terms = w.terms + V;
-    w.cand = (int32_t *)(w.raw_terms + V);
+    w.kept_e = w.raw_terms + V;
+    w.cand = (int32_t *)(w.kept_e + V);
     w.band = (pair_t *)(w.cand + V);
     const float *x = logits + row * V;
     if (uncond) {
@@ -683,12 +791,12 @@ static void sample_one(const float *logits, const float *uncond, float scale, Py
         for (Py_ssize_t j = 0; j < V; j++) w.guided[j] = (x[j] - un[j]) * scale + un[j];
         x = w.guided;
     }
-    sample_row(x, V, sp, u, &w, out_idx, out_val);
+    sample_row(x, V, sp, u, &w, flags, out_idx, out_val);
 }
 
 static void sample_all(const float *logits, const float *uncond, float scale, Py_ssize_t V, const int64_t *index,
                        Py_ssize_t n, const sample_params *sp, const double *u, char *work, int n_threads,
-                       int64_t *out_idx, double *out_val) {
+                       int flags, int64_t *out_idx, double *out_val) {
 #ifdef _OPENMP
     if (n_threads > 1 && n > 1) {
         if (n_threads > n) n_threads = (int)n;
@@ -697,13 +805,14 @@ static void sample_all(const float *logits, const float *uncond, float scale, Py
             char *mine = work + (size_t)omp_get_thread_num() * SAMPLE_WORK_BYTES(V);
 #pragma omp for schedule(dynamic, 1)
             for (Py_ssize_t r = 0; r < n; r++)
-                sample_one(logits, uncond, scale, V, index[r], sp, u ? u[r] : 0.0, mine, out_idx + r, out_val + r);
+                sample_one(logits, uncond, scale, V, index[r], sp, u ? u[r] : 0.0, mine, flags, out_idx + r,
+                           out_val + r);
         }
         return;
     }
 #endif
     for (Py_ssize_t r = 0; r < n; r++)
-        sample_one(logits, uncond, scale, V, index[r], sp, u ? u[r] : 0.0, work, out_idx + r, out_val + r);
+        sample_one(logits, uncond, scale, V, index[r], sp, u ? u[r] : 0.0, work, flags, out_idx + r, out_val + r);
 }
 
 /* kind: 'f' float32, 'i' int64, 'd' float64; a byte-order prefix must mean this machine's order. */
@@ -728,18 +837,40 @@ static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize
     return 0;
 }
 
+/* Scratch for the rows' threads: the caller's bytearray (scoring.py keeps one per Python thread, so
+   its pages stay mapped between calls; a fresh malloc of this size was page-faulted and zeroed on
+   every call), grown to need bytes and held exported (not resizable) for the call; else malloc'd
+   into *own. NULL with an exception set on failure. */
+static char *scratch(PyObject *obj, size_t need, Py_buffer *view, char **own) {
+    *own = NULL;
+    if (need == 0) return NULL;
+    if (obj && obj != Py_None) {
+        if (!PyByteArray_Check(obj)) {
+            PyErr_SetString(PyExc_TypeError, "work: expected a bytearray");
+            return NULL;
+        }
+        if ((size_t)PyByteArray_GET_SIZE(obj) < need && PyByteArray_Resize(obj, (Py_ssize_t)need) < 0) return NULL;
+        if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) < 0) return NULL;
+        return (char *)view->buf;
+    }
+    *own = (char *)malloc(need);
+    if (!*own) PyErr_NoMemory();
+    return *own;
+}
+
 PyDoc_STRVAR(score_doc,
-"score(logits, index, uncond, scale, mode, out_idx, out_val, n_threads=1)\n\n"
+"score(logits, index, uncond, scale, mode, out_idx, out_val, n_threads=1, work=None)\n\n"
 "For each row logits[index[r]] (with uncond: uncond + scale * (logits - uncond)), write its argmax\n"
 "to out_idx[r] and its score to out_val[r]: mode 0 the argmax's softmax probability, 1 the top1-top2\n"
 "probability margin, 2 Dream's entropy score. logits/uncond: C-contiguous float32 [rows, vocab];\n"
-"index, out_idx: int64; out_val: float64. n_threads: OpenMP threads (see OPENMP).");
+"index, out_idx: int64; out_val: float64. n_threads: OpenMP threads (see OPENMP). work: a bytearray\n"
+"to use (and grow) as scratch instead of a fresh allocation.");
 
 static PyObject *score(PyObject *self, PyObject *args) {
-    PyObject *lo, *io, *uo, *oio, *ovo;
+    PyObject *lo, *io, *uo, *oio, *ovo, *wo = NULL;
     double scale;
     int mode, n_threads = 1;
-    if (!PyArg_ParseTuple(args, "OOOdiOO|i", &lo, &io, &uo, &scale, &mode, &oio, &ovo, &n_threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOdiOO|iO", &lo, &io, &uo, &scale, &mode, &oio, &ovo, &n_threads, &wo)) return NULL;
 #ifdef _OPENMP
     if (n_threads < 1) n_threads = 1;
     if (n_threads > 512) n_threads = 512;
@@ -750,9 +881,10 @@ static PyObject *score(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "mode must be 0, 1 or 2");
         return NULL;
     }
-    Py_buffer L = {0}, I = {0}, U = {0}, OI = {0}, OV = {0};
+    Py_buffer L = {0}, I = {0}, U = {0}, OI = {0}, OV = {0}, W = {0};
     PyObject *result = NULL;
     float *work = NULL;
+    char *own = NULL;
     int64_t *index = NULL;
     if (get(lo, &L, 0, 4, 'f', "logits") < 0) return NULL;
     if (get(io, &I, 0, 8, 'i', "index") < 0) goto done;
@@ -793,10 +925,9 @@ static PyObject *score(PyObject *self, PyObject *args) {
     if (n > 0) {
         if ((Py_ssize_t)n_threads > n) n_threads = (int)n;
         int need_work = U.obj != NULL || mode == MODE_ENTROPY;
-        if (need_work) work = (float *)malloc(sizeof(float) * 2 * (size_t)V * (size_t)n_threads);
-        if (need_work && !work) {
-            PyErr_NoMemory();
-            goto done;
+        if (need_work) {
+            work = (float *)scratch(wo, sizeof(float) * 2 * (size_t)V * (size_t)n_threads, &W, &own);
+            if (!work) goto done;
         }
         Py_BEGIN_ALLOW_THREADS
         score_all((const float *)L.buf, U.obj ? (const float *)U.buf : NULL, (float)scale, V, index, n,
@@ -806,8 +937,9 @@ static PyObject *score(PyObject *self, PyObject *args) {
     result = Py_None;
     Py_INCREF(result);
 done:
-    free(work);
+    free(own);
     free(index);
+    if (W.obj) PyBuffer_Release(&W);
     if (L.obj) PyBuffer_Release(&L);
     if (I.obj) PyBuffer_Release(&I);
     if (U.obj) PyBuffer_Release(&U);
@@ -818,19 +950,20 @@ done:
 
 PyDoc_STRVAR(sample_doc,
 "sample(logits, index, uncond, scale, temperature, top_k, top_p, raw, mode, uniforms, out_idx, out_val,\n"
-"       n_threads=1)\n\n"
+"       n_threads=1, work=None, flags=0)\n\n"
 "For each row (as in score), the token drawn from softmax(row / temperature) after top-p then top-k\n"
 "(temperature 0: the argmax), by inverse CDF with uniforms[r] (float64, one per row; None when\n"
 "temperature is 0), and its score (mode as in score): on that filtered distribution, or with raw=1\n"
-"on the untempered, unfiltered softmax.");
+"on the untempered, unfiltered softmax. work: as in score. flags: NO_PREFIX takes the general top-p\n"
+"path for every row; ONLY_PREFIX gives index -1 where the short path cannot (tests compare the two).");
 
 static PyObject *sample(PyObject *self, PyObject *args) {
-    PyObject *lo, *io, *uo, *ro, *oio, *ovo;
+    PyObject *lo, *io, *uo, *ro, *oio, *ovo, *wo = NULL;
     double scale, temperature, top_p;
     long long top_k;
-    int raw, mode, n_threads = 1;
-    if (!PyArg_ParseTuple(args, "OOOddLdiiOOO|i", &lo, &io, &uo, &scale, &temperature, &top_k, &top_p, &raw,
-                          &mode, &ro, &oio, &ovo, &n_threads))
+    int raw, mode, n_threads = 1, flags = 0;
+    if (!PyArg_ParseTuple(args, "OOOddLdiiOOO|iOi", &lo, &io, &uo, &scale, &temperature, &top_k, &top_p, &raw,
+                          &mode, &ro, &oio, &ovo, &n_threads, &wo, &flags))
         return NULL;
 #ifdef _OPENMP
     if (n_threads < 1) n_threads = 1;
@@ -846,9 +979,9 @@ static PyObject *sample(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "temperature >= 0, top_p > 0 and top_k >= 0 expected");
         return NULL;
     }
-    Py_buffer L = {0}, I = {0}, U = {0}, R = {0}, OI = {0}, OV = {0};
+    Py_buffer L = {0}, I = {0}, U = {0}, R = {0}, OI = {0}, OV = {0}, W = {0};
     PyObject *result = NULL;
-    char *work = NULL;
+    char *work = NULL, *own = NULL;
     int64_t *index = NULL;
     double *uniforms = NULL;
     if (get(lo, &L, 0, 4, 'f', "logits") < 0) return NULL;
@@ -895,23 +1028,21 @@ static PyObject *sample(PyObject *self, PyObject *args) {
         }
     if (n > 0) {
         if ((Py_ssize_t)n_threads > n) n_threads = (int)n;
-        work = (char *)malloc(SAMPLE_WORK_BYTES(V) * (size_t)n_threads);
-        if (!work) {
-            PyErr_NoMemory();
-            goto done;
-        }
+        work = scratch(wo, SAMPLE_WORK_BYTES(V) * (size_t)n_threads, &W, &own);
+        if (!work) goto done;
         sample_params sp = {temperature, top_k, top_p, raw != 0, mode};
         Py_BEGIN_ALLOW_THREADS
         sample_all((const float *)L.buf, U.obj ? (const float *)U.buf : NULL, (float)scale, V, index, n, &sp,
-                   R.obj ? uniforms : NULL, work, n_threads, (int64_t *)OI.buf, (double *)OV.buf);
+                   R.obj ? uniforms : NULL, work, n_threads, flags, (int64_t *)OI.buf, (double *)OV.buf);
         Py_END_ALLOW_THREADS
     }
     result = Py_None;
     Py_INCREF(result);
 done:
-    free(work);
+    free(own);
     free(index);
     free(uniforms);
+    if (W.obj) PyBuffer_Release(&W);
     if (L.obj) PyBuffer_Release(&L);
     if (I.obj) PyBuffer_Release(&I);
     if (U.obj) PyBuffer_Release(&U);
@@ -970,7 +1101,8 @@ PyMODINIT_FUNC PyInit__rowscore(void) {
 #else
     const int openmp = 0;
 #endif
-    if (m && PyModule_AddIntConstant(m, "OPENMP", openmp) < 0) {
+    if (m && (PyModule_AddIntConstant(m, "OPENMP", openmp) < 0 || PyModule_AddIntConstant(m, "NO_PREFIX", NO_PREFIX) < 0 ||
+              PyModule_AddIntConstant(m, "ONLY_PREFIX", ONLY_PREFIX) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -24,6 +24,7 @@ an argument of every call (a model's runtime decides it), so two models in one p
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -43,6 +44,17 @@ CHUNK_BYTES = 1 << 21
 MIN_PER_THREAD = 1 << 20
 
 MODES = {"margin": 1, "entropy": 2}  # the kernel's score modes; anything else: 0 (confidence)
+
+# The kernel's scratch (MBs per thread for Dream's vocabulary), one per Python thread and kept: a
+# fresh allocation each step was page-faulted and zeroed by the OS on every call.
+_scratch = threading.local()
+
+
+def _work() -> bytearray:
+    buf = getattr(_scratch, "buf", None)
+    if buf is None:
+        buf = _scratch.buf = bytearray()
+    return buf
 
 
 def default_threads() -> int:
@@ -132,7 +144,7 @@ def _greedy_part(rows: Rows, a: int, b: int, want_margin: bool, want_entropy: bo
     val = np.empty(n)
     mode = 1 if want_margin else 2 if want_entropy else 0
     _rowscore.score(rows.logits, np.ascontiguousarray(rows.index[a:b], dtype=np.int64), rows.uncond,
-                    float(rows.scale), mode, idx, val, threads)
+                    float(rows.scale), mode, idx, val, threads, _work())
     empty = np.zeros(0)
     if want_margin:
         return idx, empty, val, empty
@@ -284,5 +296,5 @@ def sample(rows, algorithm: str, temperature: float, top_k: int, top_p: float, c
     val = np.empty(n)
     _rowscore.sample(rows.logits, np.ascontiguousarray(rows.index, dtype=np.int64), rows.uncond,
                      float(rows.scale), float(temperature), int(top_k), float(top_p), int(convention == "raw"),
-                     MODES.get(algorithm, 0), u, idx, val, _parts(n, vocab, threads))
+                     MODES.get(algorithm, 0), u, idx, val, _parts(n, vocab, threads), _work())
     return idx, val
