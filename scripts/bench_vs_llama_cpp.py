@@ -338,6 +338,8 @@ def main() -> None:
     ap.add_argument("--dlm-lib", choices=["build", "installed"], default="build")
     ap.add_argument("--ref-topk40", action="store_true",
                     help="also time the reference with its default sampler (top-k 40, top-p 0.95; same temperature)")
+    ap.add_argument("--no-ref-same", action="store_true",
+                    help="skip the reference with dlm's filters (with --ref-topk40: only its default sampler runs)")
     ap.add_argument("--dlm-numpy", action="store_true",
                     help="also time dlm with its numpy scoring instead of the C kernel (DLM_SCORING=numpy)")
     ap.add_argument("--out", help="write all runs and the summary as JSON here")
@@ -359,7 +361,8 @@ def main() -> None:
     if args.warmup:  # page cache, GPU clocks, CUDA module loading: not part of either side's numbers
         pl = plan(args, schedules[-1])
         short = {**pl, "ref_steps": 4, "dlm_steps": 4} if schedules[-1] == "timestep" else pl
-        run_ref(args, bindir, model, prompt, schedules[-1], short, "llama.cpp", algorithms[0], samplings[0])
+        run_ref(args, bindir, model, prompt, schedules[-1], short, "llama.cpp top-k 40" if args.no_ref_same else "llama.cpp",
+                algorithms[0], samplings[0])
         run_dlm(args, bindir, model, prompt, schedules[-1], short, "dlm", algorithms[0], samplings[0])
     t_start = time.time()
     for rep in range(args.reps):
@@ -368,8 +371,8 @@ def main() -> None:
             break
         for sch, alg, smp in itertools.product(schedules, algorithms, samplings):
             pl = plan(args, sch)
-            sides = ["llama.cpp", "dlm"] + (["dlm numpy scoring"] if args.dlm_numpy else []) + \
-                (["llama.cpp top-k 40"] if args.ref_topk40 else [])
+            sides = ([] if args.no_ref_same else ["llama.cpp"]) + ["dlm"] + \
+                (["dlm numpy scoring"] if args.dlm_numpy else []) + (["llama.cpp top-k 40"] if args.ref_topk40 else [])
             for side in sides if rep % 2 == 0 else sides[::-1]:
                 if side in DLM_SIDES:
                     r = run_dlm(args, bindir, model, prompt, sch, pl, side, alg, smp)

@@ -267,15 +267,15 @@ static void score_all(const float *logits, const float *uncond, float scale, Py_
 
    The distribution is scoring.filter_logits' (Dream's order: top-p, then top-k; the token that
    crosses p is kept; ties ordered by index, as a stable sort does) over softmax(x / T), found
-   without sorting the row: a histogram of the exp terms by binary exponent (factors of 2 in
-   probability) tells which few buckets hold the token that crosses p or the k-th token; only those
-   are sorted. Masses are float32 terms summed in float64, so the kept set is the float64
-   definition's except when the cumulative probability at the crossing lies within about 1e-6 of
-   top_p. A token is drawn by inverse CDF in vocabulary order with one uniform per row (given by the
+   without sorting the row. Two paths: when the kept set is small (top_p_prefix: most rows of a
+   trained model, and Dream's T 0.2), one read gathers the row's best tokens and only they are
+   sorted; otherwise a histogram of top - x in equal buckets (terms fall with x, so a bucket is a
+   slice of the sorted order) tells which bucket holds the token that crosses p or the k-th token,
+   and only that bucket's tokens are selected. Masses are float32 terms summed in float64, so the
+   kept set is the float64 definition's except when the cumulative probability at the crossing lies
+   within about 1e-9 of top_p. A token is drawn by inverse CDF in vocabulary order with one uniform per row (given by the
    caller, from the sequence's own generator): the same distribution as the authors' Gumbel-max or
    torch.multinomial draws, one random number per row instead of one per logit. */
-
-#define NBUCKET 128 /* binary exponents of terms in (0, 1], and 0 */
 
 typedef struct {
     float x;
@@ -354,9 +354,13 @@ static Py_ssize_t select_mass(pair_t *a, Py_ssize_t n, const float *terms, doubl
     return r;
 }
 
-static inline int bucket_of(float e) { /* e in [0, 1]: 0 for 1, b for [2^-b, 2^(1-b)), 127 for 0 */
-    int b = 127 - ((float_to_bits(e) >> 23) & 0xff);
-    return b < 0 ? 0 : b > NBUCKET - 1 ? NBUCKET - 1 : b;
+#define NLIN 4096 /* the general top-p path's buckets of top - x */
+
+/* Bucket of top - x (x <= top): NLIN equal steps over the x where exp((x - top) * s) > 0, then one
+   for the rest (-inf included). Monotone: a larger x never lands in a later bucket. */
+static inline int lin_bucket(float x, float top, float inv_w) {
+    const float d = (top - x) * inv_w;
+    return d < (float)(NLIN - 1) ? (int)d : NLIN - 1;
 }
 
 /* terms[j] = exp((x[j] - top) * s) in float32; returns their float64 sum. */
@@ -390,6 +394,9 @@ typedef struct {
     float *guided, *terms, *raw_terms, *kept_e;
     int32_t *cand;
     pair_t *band;
+    int32_t *hcnt;
+    double *hmass;
+    uint16_t *bucket;
 } sample_work;
 
 /* sample()'s flags, for the tests and benchmarks that compare the two top-p paths: NO_PREFIX takes
@@ -495,6 +502,7 @@ static int top_p_prefix(const float *x, Py_ssize_t V, const sample_params *sp, d
     /* terms below 2^-16 of the top's rarely matter; a row that needs them fails and goes the long way */
     float floor_x = top - 11.1f / s;
     Py_ssize_t n = 0, j = 0;
+    int prunes = 0;
     for (; j + LANES <= V; j += LANES) {
         int hit = 0;
         for (int l = 0; l < LANES; l++) {
@@ -508,6 +516,8 @@ static int top_p_prefix(const float *x, Py_ssize_t V, const sample_params *sp, d
             n += x[j + l] > floor_x;
         }
         if (n > CAND_CAP - LANES) {
+            /* a flat row (thousands near the top): give up early, the general path does it */
+            if (++prunes > 4) return 0;
             select_rank(a, n, CAND_CAP / 2 - 1);
             n = CAND_CAP / 2;
             floor_x = a[n - 1].x;
@@ -690,71 +700,66 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
         goto kept;
     }
 
-    /* Histogram of the terms by binary exponent (four copies: no store-to-load chains). */
-    double hm[4][NBUCKET];
-    int64_t hc[4][NBUCKET];
-    memset(hm, 0, sizeof hm);
-    memset(hc, 0, sizeof hc);
-    Py_ssize_t j = 0;
-    for (; j + 4 <= V; j += 4)
-        for (int l = 0; l < 4; l++) {
-            int b = bucket_of(terms[j + l]);
-            hm[l][b] += (double)terms[j + l];
-            hc[l][b]++;
-        }
-    for (; j < V; j++) {
-        int b = bucket_of(terms[j]);
-        hm[0][b] += (double)terms[j];
-        hc[0][b]++;
+    /* Histogram of top - x in NLIN equal buckets over the range where terms are nonzero (terms fall
+       with x, so a bucket holds a slice of the sorted order): counts and masses. Top-p's crossing
+       (and the k-th token) lie in one bucket, the band; only its tokens are then selected. */
+    const float inv_w = (float)NLIN * s / 88.0f;
+    int32_t *hcnt = w->hcnt;
+    double *hmass = w->hmass;
+    memset(hcnt, 0, sizeof(int32_t) * NLIN);
+    memset(hmass, 0, sizeof(double) * NLIN);
+    uint16_t *bucket = w->bucket;
+    for (Py_ssize_t j = 0; j < V; j++) bucket[j] = (uint16_t)lin_bucket(x[j], top, inv_w); /* vectorised */
+    for (Py_ssize_t j = 0; j < V; j++) {
+        hcnt[bucket[j]]++;
+        hmass[bucket[j]] += (double)terms[j];
     }
-    /* head: buckets surely kept (no sort needed); candidates up to c_end; the band between is sorted */
-    int h_end = NBUCKET - 1, c_end = NBUCKET - 1;
+    int lo = NLIN - 1, hi = NLIN - 1; /* the band's buckets; those before it are surely kept */
     if (by_p) {
         const double target = sp->top_p * z_all;
         double cum = 0.0;
-        h_end = -1;
-        for (int b = 0; b < NBUCKET; b++) {
-            cum += hm[0][b] + hm[1][b] + hm[2][b] + hm[3][b];
-            if (cum < target * (1 - 1e-6)) h_end = b;
-            if (cum > target * (1 + 1e-6)) {
-                c_end = b;
+        for (int b = 0; b < NLIN; b++) {
+            const double before = cum;
+            cum += hmass[b];
+            if (cum > target) {
+                /* sums in bucket order round differently from the sorted order's: a crossing this
+                   close to a bucket's edge may lie in the next nonempty bucket over */
+                lo = hi = b;
+                if (before > target * (1 - 1e-9))
+                    for (lo = b - 1; lo > 0 && hcnt[lo] == 0; lo--) {}
+                if (lo < 0) lo = 0;
+                if (cum < target * (1 + 1e-9))
+                    for (hi = b + 1; hi < NLIN - 1 && hcnt[hi] == 0; hi++) {}
+                if (hi > NLIN - 1) hi = NLIN - 1;
                 break;
             }
         }
     }
     if (by_k) {
         int64_t cnt = 0;
-        int bk = NBUCKET - 1;
-        for (int b = 0; b < NBUCKET; b++) {
-            cnt += hc[0][b] + hc[1][b] + hc[2][b] + hc[3][b];
+        int bk = NLIN - 1;
+        for (int b = 0; b < NLIN; b++) {
+            cnt += hcnt[b];
             if (cnt >= sp->top_k) {
                 bk = b;
                 break;
             }
         }
-        if (bk < c_end) c_end = bk;
-        if (bk - 1 < h_end) h_end = bk - 1;
+        if (!by_p || bk < lo) lo = hi = bk; /* top-k decides */
+        /* else both lie in the band, or (bk > hi) top-p decides */
     }
-    if (h_end >= c_end) h_end = c_end - 1;
-    const float lo_c = c_end >= NBUCKET - 1 ? -1.0f : ldexpf(1.0f, -c_end);
-    lo_h = h_end < 0 ? 2.0f : ldexpf(1.0f, -h_end);
     Py_ssize_t nb = 0;
     double head = 0.0;
     int64_t n_head = 0;
-    double heads[4] = {0}; /* four sums: one chain of dependent adds cost 4 cycles a token */
-    for (j = 0; j < V; j += 4) /* branch-free: in flat rows these tests are coin flips */
-        for (Py_ssize_t l = 0; l < 4 && j + l < V; l++) {
-            const float e = terms[j + l];
-            const int in = e >= lo_c, hd = e >= lo_h;
-            w->cand[nc] = (int32_t)(j + l);
-            nc += in;
-            heads[l] += hd ? (double)e : 0.0;
-            n_head += hd;
-            w->band[nb].x = x[j + l];
-            w->band[nb].j = (int32_t)(j + l);
-            nb += in & !hd;
-        }
-    head = (heads[0] + heads[1]) + (heads[2] + heads[3]);
+    for (int b = 0; b < lo; b++) {
+        head += hmass[b];
+        n_head += hcnt[b];
+    }
+    for (Py_ssize_t j = 0; j < V; j++) { /* branch-free: before or after the band is a coin flip */
+        w->band[nb].x = x[j];
+        w->band[nb].j = (int32_t)j;
+        nb += (unsigned)(bucket[j] - lo) <= (unsigned)(hi - lo);
+    }
     /* The band's kept part, found by selection (no sort of the band): a cut (x, index) in the
        sorted order; kept = the head and every band token up to the cut. */
     Py_ssize_t keep = nb;
@@ -777,6 +782,18 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
             cut_j = INT32_MAX;
         }
     }
+    /* The kept tokens in vocabulary order, with their terms. */
+    Py_ssize_t n_kept = 0;
+    for (Py_ssize_t j = 0; j < V; j++) { /* branch-free: in flat rows these tests are coin flips */
+        const int b = bucket[j];
+        const int k = (b < lo) | ((b <= hi) & ((x[j] > cut_x) | ((x[j] == cut_x) & (j <= cut_j))));
+        w->cand[n_kept] = (int32_t)j;
+        w->kept_e[n_kept] = terms[j];
+        n_kept += k;
+    }
+    finish_kept(x, V, sp, u, amax, top, w->cand, w->kept_e, n_kept, w->raw_terms, out_idx, out_val);
+    return;
+
 kept:
     /* The kept tokens in vocabulary order (cand is in that order), with their terms. */
     Py_ssize_t nk = 0;
@@ -791,18 +808,25 @@ kept:
     finish_kept(x, V, sp, u, amax, top, w->cand, w->kept_e, nk, w->raw_terms, out_idx, out_val);
 }
 
-/* Per thread: guided, terms, raw terms and kept terms (4V floats), candidates (V int32), band (V pairs). */
-#define SAMPLE_WORK_BYTES(V) ((size_t)(V) * (4 * sizeof(float) + sizeof(int32_t) + sizeof(pair_t)))
+/* Per thread: the histogram (NLIN doubles and int32), guided, terms, raw terms and kept terms (4V
+   floats), candidates (V int32), band (V pairs), buckets (V uint16, padded to 8 bytes). */
+#define SAMPLE_WORK_BYTES(V) \
+    ((size_t)NLIN * (sizeof(double) + sizeof(int32_t)) + \
+     (size_t)(V) * (4 * sizeof(float) + sizeof(int32_t) + sizeof(pair_t)) + ((size_t)(V) * sizeof(uint16_t) + 7) / 8 * 8)
 
 static void sample_one(const float *logits, const float *uncond, float scale, Py_ssize_t V, int64_t row,
                        const sample_params *sp, double u, char *mem, int flags, int64_t *out_idx, double *out_val) {
     sample_work w;
+    w.hmass = (double *)mem;
+    w.hcnt = (int32_t *)(w.hmass + NLIN);
+    mem = (char *)(w.hcnt + NLIN);
     w.guided = (float *)mem;
     w.terms = w.guided + V;
     w.raw_terms = w.terms + V;
     w.kept_e = w.raw_terms + V;
     w.cand = (int32_t *)(w.kept_e + V);
     w.band = (pair_t *)(w.cand + V);
+    w.bucket = (uint16_t *)(w.band + V);
     const float *x = logits + row * V;
     if (uncond) {
         const float *un = uncond + row * V;

@@ -1,0 +1,30 @@
+#!/bin/bash
+# Issue 12, device call 1 of 3 (session 5): build llama.cpp with CUDA; write the LLaDA-8B and Dream-7B
+# shaped models in RAM (F16 -> Q4_K_M, kept for calls 2 and 3 on the same warm machine); then the
+# LLaDA-8B side by side (block 32, gen 256, 32 steps, T 0: LLaDA's recommended sampling and dlm's
+# default), every algorithm, each side with its own default threads. $OUT.
+SESSION=speed; . scripts/device/common.sh; models_in_ram
+BUDGET=585
+exec > >(tee -a $OUT/log_a.txt) 2>&1
+stamp "machine; models in $R"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+lscpu | grep -E "Model name|^CPU\(s\)|L3"; grep -o -m1 "avx512f" /proc/cpuinfo; free -g | head -2
+build_kernel || exit 1
+mkdir -p $B; [ -d $B/llama.cpp ] || tar xzf $P/llama.cpp.tar.gz -C $B
+stamp "F16 models one after the other in the background; build llama.cpp"
+( timeout 300 bash -c "$(declare -f write_f16); write_f16 llada8b $MLF && write_f16 dream7b $MDF" ) > $B/models.log 2>&1 &
+timeout 330 python3 scripts/bench_vs_llama_cpp.py $COMMON --make-model small --build-only 2>&1 | tail -2
+ls $L/llama-diffusion-cli $L/llama-quantize || exit 1
+# Not a bare `wait`: it would also wait for the tee of `exec > >(tee ...)`, which never ends.
+stamp "wait for the F16 models"; wait $(jobs -p); cat $B/models.log; ls -la $R
+stamp "quantize both at once"
+Q=$L/llama-quantize
+( timeout 200 $Q $MDF $MD Q4_K_M 8 > $B/q2.log 2>&1; rm -f $MDF ) &
+( timeout 200 $Q $MLF $ML Q4_K_M 8 > $B/q1.log 2>&1; rm -f $MLF ) &
+wait $(jobs -p); tail -n1 $B/q1.log $B/q2.log; ls -la $R
+export LLAMA_CPP_LIB_PATH=$L
+stamp "LLaDA-8B shape: block 32, gen 256, 32 steps, T 0, every algorithm ($(left) s left)"
+timeout $(( $(left) - 5 )) python3 scripts/bench_vs_llama_cpp.py $COMMON --model $ML --prompt-len 32 --gen-length 256 \
+  --steps 32 --schedules block --algorithms low-confidence,margin,entropy,random,origin --samplings t0 --ngl 999 \
+  --threads 0 --reps 1 --warmup 0 --ref-topk40 --out $OUT/llada8b.json
+stamp end
