@@ -67,9 +67,9 @@ def default_threads() -> int:
     return max(1, n)
 
 
-def _parts(n: int, vocab: int, threads: int) -> int:
+def _parts(n: int, vocab: int, threads: int, per: int = MIN_PER_THREAD) -> int:
     # A thread only pays for itself with enough logits to reduce (a handoff costs tens of µs).
-    return max(1, min(int(threads), n, n * vocab // MIN_PER_THREAD))
+    return max(1, min(int(threads), n, n * vocab // per))
 
 
 class Rows:
@@ -296,5 +296,5 @@ def sample(rows, algorithm: str, temperature: float, top_k: int, top_p: float, c
     val = np.empty(n)
     _rowscore.sample(rows.logits, np.ascontiguousarray(rows.index, dtype=np.int64), rows.uncond,
                      float(rows.scale), float(temperature), int(top_k), float(top_p), int(convention == "raw"),
-                     MODES.get(algorithm, 0), u, idx, val, _parts(n, vocab, threads), _work())
+                     MODES.get(algorithm, 0), u, idx, val, _parts(n, vocab, threads, MIN_PER_THREAD // 8), _work())
     return idx, val
