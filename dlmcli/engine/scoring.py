@@ -15,8 +15,8 @@ distribution, softmax(filtered logits / T), not their random streams (Gumbel noi
 vocabulary in LLaDA, torch's multinomial in Dream), which no other RNG reproduces anyway.
 
 The rows are reduced in ``_rowscore`` (a small C extension built at install time: one read of each
-row from main memory, vectorised exp/log, top-p/top-k found from a histogram instead of a sort,
-rows split over OpenMP threads) when it is built, else in numpy with the same definitions (float64
+row from main memory, vectorised exp/log, top-p/top-k found from the row's few best tokens or a
+histogram instead of a sort, rows split over OpenMP threads) when it is built, else in numpy with the same definitions (float64
 filtering; the tests' oracle); ``DLM_SCORING=numpy`` forces the numpy path. The number of threads is
 an argument of every call (a model's runtime decides it), so two models in one process can differ.
 """
