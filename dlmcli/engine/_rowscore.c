@@ -687,17 +687,18 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
         return;
     }
 
-    /* What the final pass needs: the head (terms >= lo_h kept without comparison; 2: none), the
-       cut (x, index) in the sorted order (kept: before or equal), and candidates in vocab order. */
-    float lo_h = 2.0f, cut_x = -INFINITY;
+    /* The kept set is fixed by a cut (x, index) in the sorted order (kept: before or equal). */
+    float cut_x = -INFINITY;
     int32_t cut_j = INT32_MAX;
-    Py_ssize_t nc = 0;
     if (by_k && sp->top_k <= TOPK_FAST && V >= 4 * sp->top_k && topk_cut(x, V, terms, sp, z_all, w, &cut_x, &cut_j)) {
-        for (Py_ssize_t i = 0; i < V; i++) { /* every token that can be kept: x at or above the cut */
-            w->cand[nc] = (int32_t)i;
-            nc += x[i] >= cut_x;
+        Py_ssize_t nk = 0;
+        for (Py_ssize_t i = 0; i < V; i++) { /* branch-free: the kept tokens in vocabulary order */
+            w->cand[nk] = (int32_t)i;
+            w->kept_e[nk] = terms[i];
+            nk += (x[i] > cut_x) | ((x[i] == cut_x) & (i <= cut_j));
         }
-        goto kept;
+        finish_kept(x, V, sp, u, amax, top, w->cand, w->kept_e, nk, w->raw_terms, out_idx, out_val);
+        return;
     }
 
     /* Histogram of top - x in NLIN equal buckets over the range where terms are nonzero (terms fall
@@ -792,19 +793,7 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
         n_kept += k;
     }
     finish_kept(x, V, sp, u, amax, top, w->cand, w->kept_e, n_kept, w->raw_terms, out_idx, out_val);
-    return;
-
-kept:
-    /* The kept tokens in vocabulary order (cand is in that order), with their terms. */
-    Py_ssize_t nk = 0;
-    for (Py_ssize_t r = 0; r < nc; r++) { /* branch-free, as above */
-        const int32_t i = w->cand[r];
-        const float e = terms[i];
-        const int k = (e >= lo_h) | (x[i] > cut_x) | ((x[i] == cut_x) & (i <= cut_j));
-        w->cand[nk] = i;
-        w->kept_e[nk] = e;
-        nk += k;
-    }
+}
     finish_kept(x, V, sp, u, amax, top, w->cand, w->kept_e, nk, w->raw_terms, out_idx, out_val);
 }
 
