@@ -794,8 +794,6 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
     }
     finish_kept(x, V, sp, u, amax, top, w->cand, w->kept_e, n_kept, w->raw_terms, out_idx, out_val);
 }
-    finish_kept(x, V, sp, u, amax, top, w->cand, w->kept_e, nk, w->raw_terms, out_idx, out_val);
-}
 
 /* Per thread: the histogram (NLIN doubles and int32), guided, terms, raw terms and kept terms (4V
    floats), candidates (V int32), band (V pairs), buckets (V uint16, padded to 8 bytes). */
