@@ -32,6 +32,16 @@ models_in_ram() {  # the speed sessions' models: writing two 16 GB F16 files to 
 write_f16() {  # write_f16 llada8b|dream7b PATH: random weights with the real shapes
     [ -f "$2" ] || python3 -c "import sys; sys.path.insert(0, 'scripts'); import bench_vs_llama_cpp as b; from pathlib import Path; b.BIG_MODELS['$1'](Path('$2'))"
 }
-need_build() {  # everything speed_a.sh (call 1) made; a cold machine lost it
-    [ -x $L/llama-diffusion-cli ] && [ -f $ML ] && [ -f $MD ] || { echo "call 1's build is gone (cold machine): run speed_a.sh again"; exit 3; }
+build_llama_and_f16() {  # call 1: unpack and build llama.cpp with CUDA while both F16 models are written (~240 s)
+    mkdir -p $B; [ -d $B/llama.cpp ] || tar xzf $P/llama.cpp.tar.gz -C $B
+    stamp "F16 models one after the other in the background; build llama.cpp"
+    ( timeout 300 bash -c "$(declare -f write_f16); write_f16 llada8b $MLF && write_f16 dream7b $MDF" ) > $B/models.log 2>&1 &
+    timeout 330 python3 scripts/bench_vs_llama_cpp.py $COMMON --make-model small --build-only 2>&1 | tail -2
+    ls $L/llama-diffusion-cli $L/llama-quantize || exit 1
+    # Not a bare `wait`: it would also wait for the tee of `exec > >(tee ...)`, which never ends (two
+    # device calls hung there).
+    stamp "wait for the F16 models"; wait $(jobs -p); cat $B/models.log; ls -la $R
+}
+need_build() {  # everything call 1 (speed_a.sh or final_a.sh) made; a cold machine lost it
+    [ -x $L/llama-diffusion-cli ] && [ -f $ML ] && [ -f $MD ] || { echo "call 1's build is gone (cold machine): run call 1 again"; exit 3; }
 }

@@ -8,14 +8,7 @@ stamp "machine; models in $R"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 lscpu | grep -E "Model name|^CPU\(s\)"; free -g | head -2; df -h /tmp $R | tail -2
 build_kernel || exit 1
-mkdir -p $B; [ -d $B/llama.cpp ] || tar xzf $P/llama.cpp.tar.gz -C $B
-stamp "F16 models one after the other in the background; build llama.cpp"
-( timeout 300 bash -c "$(declare -f write_f16); write_f16 llada8b $MLF && write_f16 dream7b $MDF" ) > $B/models.log 2>&1 &
-timeout 330 python3 scripts/bench_vs_llama_cpp.py $COMMON --make-model small --build-only 2>&1 | tail -2
-ls $L/llama-diffusion-cli $L/llama-quantize || exit 1
-# Not a bare `wait`: it would also wait for the tee of `exec > >(tee ...)`, which never ends (the
-# last two attempts hung there).
-stamp "wait for the F16 models"; wait $(jobs -p); cat $B/models.log; ls -la $R
+build_llama_and_f16
 stamp "quantize (three at once)"
 Q=$L/llama-quantize
 ( timeout 200 $Q $MDF $MD Q4_K_M 6 > $B/q3.log 2>&1; rm -f $MDF ) &
