@@ -423,11 +423,13 @@ static double raw_score(const float *x, Py_ssize_t V, int mode, Py_ssize_t tok, 
     return (double)exp_neg(x[tok] - top) / z;
 }
 
-/* The end of every filtered row: the kept tokens in vocabulary order (ids, with their terms e),
-   their total, the draw (inverse CDF with u; at temperature 0 the argmax) and the score. */
+/* The end of every sampled row: the kept tokens in vocabulary order (ids, with their terms e; ids
+   NULL: the whole row, token r at r), their total, the draw (inverse CDF with u; at temperature 0
+   the argmax) and the score. */
 static void finish_kept(const float *x, Py_ssize_t V, const sample_params *sp, double u, Py_ssize_t amax, float top,
                         const int32_t *ids, const float *e, Py_ssize_t nk, float *raw_terms, int64_t *out_idx,
                         double *out_val) {
+#define ID(r) (ids ? (Py_ssize_t)ids[r] : (Py_ssize_t)(r))
     /* Sums a lane at a time, as in row_sumexp (a kept set can be most of the vocabulary). */
     double acc[LANES] = {0};
     float sec[LANES];
@@ -436,22 +438,20 @@ static void finish_kept(const float *x, Py_ssize_t V, const sample_params *sp, d
     for (; r + LANES <= nk; r += LANES)
         for (int l = 0; l < LANES; l++) {
             acc[l] += (double)e[r + l];
-            sec[l] = (ids[r + l] != amax && e[r + l] > sec[l]) ? e[r + l] : sec[l];
+            sec[l] = (ID(r + l) != amax && e[r + l] > sec[l]) ? e[r + l] : sec[l];
         }
     double zk = lane_sum(acc);
     float second = 0.0f;
     for (int l = 0; l < LANES; l++) second = sec[l] > second ? sec[l] : second;
     for (; r < nk; r++) {
         zk += (double)e[r];
-        second = (ids[r] != amax && e[r] > second) ? e[r] : second;
+        second = (ID(r) != amax && e[r] > second) ? e[r] : second;
     }
     Py_ssize_t tok = amax;
     float e_tok = 1.0f; /* the argmax's term: exp(0) */
     if (sp->temperature > 0) { /* inverse CDF in vocabulary order, skipping blocks whose sum stays below */
         const double target = u * zk;
         double cum = 0.0;
-        tok = ids[nk - 1];
-        e_tok = e[nk - 1];
         for (Py_ssize_t a = 0; a < nk; a += 256) {
             const Py_ssize_t b = a + 256 < nk ? a + 256 : nk;
             double bs = 0.0;
@@ -461,16 +461,17 @@ static void finish_kept(const float *x, Py_ssize_t V, const sample_params *sp, d
                 continue;
             }
             for (Py_ssize_t i = a; i < b; i++) {
-                cum += (double)e[i];
-                if (cum > target) {
-                    tok = ids[i];
+                if (e[i] > 0) { /* rounding can leave the sum at the target: the last token with any mass */
+                    tok = ID(i);
                     e_tok = e[i];
-                    break;
                 }
+                cum += (double)e[i];
+                if (cum > target) break;
             }
             break;
         }
     }
+#undef ID
     double val;
     if (sp->raw) {
         val = raw_score(x, V, sp->mode, tok, amax, top, raw_terms);
@@ -641,49 +642,8 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
         return;
     }
     const int by_p = sp->top_p < 1.0, by_k = sp->top_k > 0 && sp->top_k < V;
-    Py_ssize_t tok = amax;
-    double val;
-
-    if (!by_p && !by_k) {
-        if (hot) { /* inverse CDF over the whole row, a block of sums at a time */
-            const double target = u * z_all;
-            double acc = 0.0;
-            Py_ssize_t last = amax;
-            for (Py_ssize_t a = 0; a < V; a += 256) {
-                Py_ssize_t b = a + 256 < V ? a + 256 : V;
-                double bs = 0.0;
-                for (Py_ssize_t j = a; j < b; j++) bs += (double)terms[j];
-                if (acc + bs <= target) {
-                    acc += bs;
-                    continue;
-                }
-                for (Py_ssize_t j = a; j < b; j++) {
-                    if (terms[j] > 0) last = j;
-                    acc += (double)terms[j];
-                    if (acc > target) break;
-                }
-                break;
-            }
-            tok = last;
-        }
-        if (sp->raw) {
-            val = raw_score(x, V, sp->mode, tok, amax, top, w->raw_terms);
-        } else if (sp->mode == MODE_MARGIN) {
-            Py_ssize_t unused;
-            float second = -INFINITY;
-            if (V > 1) {
-                float before = amax > 0 ? row_argmax(x, 0, amax, &unused) : -INFINITY;
-                float after = amax + 1 < V ? row_argmax(x, amax + 1, V, &unused) : -INFINITY;
-                second = after > before ? after : before;
-            }
-            val = (1.0 - (double)(V > 1 ? exp_neg((second - top) * s) : 0.0f)) / z_all;
-        } else if (sp->mode == MODE_ENTROPY) {
-            val = row_entropy(terms, V, (float)z_all);
-        } else {
-            val = (double)terms[tok] / z_all;
-        }
-        *out_idx = tok;
-        *out_val = val;
+    if (!by_p && !by_k) { /* every token is kept */
+        finish_kept(x, V, sp, u, amax, top, NULL, terms, V, w->raw_terms, out_idx, out_val);
         return;
     }
 
