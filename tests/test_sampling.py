@@ -146,6 +146,29 @@ def test_the_scratch_is_grown_once_and_reused():
     assert len(work) == size and (a[0] == b[0]).all() and (a[1] == b[1]).all()
     with pytest.raises(TypeError, match="bytearray"):
         kernel_sample(rows, "entropy", 0.5, 0, 0.9, "sampled", np.full(8, 0.5), work=np.zeros(10, np.uint8))
+    held = memoryview(work)  # exported: as while another thread's call runs with the GIL released
+    with pytest.raises(BufferError, match="in use"):
+        kernel_sample(rows, "entropy", 0.5, 0, 0.9, "sampled", np.full(8, 0.5), work=work)
+    held.release()
+
+
+@needs_kernel
+@pytest.mark.parametrize("flags", [0, 1])  # 1: NO_PREFIX
+def test_rows_built_against_the_selection_are_still_exact(flags):
+    # An organ-pipe row (rising then falling) drives median-of-three quickselect quadratic; the
+    # selection then sorts what is left. Huge temperatures: 1/T would round to 0 in float32.
+    vocab = 20000
+    pipe = np.concatenate([np.linspace(0, 1e-3, vocab // 2), np.linspace(1e-3, 0, vocab // 2)]).astype(np.float32)
+    spiky = np.array([1, -np.inf, 2, 0.5, -np.inf, 2], np.float32)
+    u = np.array([0.3])
+    for row, temperature, top_k, top_p in ((pipe, 1.0, 0, 0.5), (pipe, 1.0, 5000, 0.99), (pipe, 0.0, 0, 0.3),
+                                           (spiky, 1e46, 0, 1.0), (spiky, 1e46, 2, 0.9)):
+        rows = scoring.Rows(row[None, :], np.arange(1))
+        uu = u if temperature > 0 else None
+        got = kernel_sample(rows, "entropy", temperature, top_k, top_p, "sampled", uu, flags=flags)
+        want = scoring._sample_numpy(rows, "entropy", temperature, top_k, top_p, "sampled", uu)
+        assert got[0] == want[0], (temperature, top_k, top_p)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("path", ["c", "numpy"])

@@ -273,7 +273,8 @@ static void score_all(const float *logits, const float *uncond, float scale, Py_
    slice of the sorted order) tells which bucket holds the token that crosses p or the k-th token,
    and only that bucket's tokens are selected. Masses are float32 terms summed in float64, so the
    kept set is the float64 definition's except when the cumulative probability at the crossing lies
-   within about 1e-9 of top_p. A token is drawn by inverse CDF in vocabulary order with one uniform per row (given by the
+   within about 1e-7 of top_p (float32 terms; an exact tie with top_p, as 3 of 10 equal logits at
+   top_p 0.3, can fall either way). A token is drawn by inverse CDF in vocabulary order with one uniform per row (given by the
    caller, from the sequence's own generator): the same distribution as the authors' Gumbel-max or
    torch.multinomial draws, one random number per row instead of one per logit. */
 
@@ -318,9 +319,13 @@ static Py_ssize_t partition(pair_t *a, Py_ssize_t lo, Py_ssize_t hi) {
 }
 
 /* Reorder a[0..n) so that a[k] is the k-th in order, the ones before it before it (nth_element). */
+/* Partition steps before a selection sorts what is left: median-of-three can be led to quadratic
+   time by crafted rows (an organ-pipe row took seconds); the sort bounds it at n log n. */
+#define MAX_PARTITIONS 64
+
 static void select_rank(pair_t *a, Py_ssize_t n, Py_ssize_t k) {
     Py_ssize_t lo = 0, hi = n;
-    while (hi - lo > 16) {
+    for (int steps = 0; hi - lo > 16 && steps < MAX_PARTITIONS; steps++) {
         Py_ssize_t p = partition(a, lo, hi);
         if (p == k) return;
         if (k < p) hi = p;
@@ -336,7 +341,7 @@ static Py_ssize_t select_mass(pair_t *a, Py_ssize_t n, const float *terms, doubl
                               double target) {
     Py_ssize_t lo = 0, hi = n;
     double base = head; /* mass of the tokens before a[lo] */
-    while (hi - lo > 16) {
+    for (int steps = 0; hi - lo > 16 && steps < MAX_PARTITIONS; steps++) {
         Py_ssize_t p = partition(a, lo, hi);
         double m = base;
         for (Py_ssize_t i = lo; i < p; i++) m += (double)terms[a[i].j];
@@ -452,24 +457,34 @@ static void finish_kept(const float *x, Py_ssize_t V, const sample_params *sp, d
     if (sp->temperature > 0) { /* inverse CDF in vocabulary order, skipping blocks whose sum stays below */
         const double target = u * zk;
         double cum = 0.0;
+        Py_ssize_t last = -1; /* start of the last block with any mass */
+        int crossed = 0;
         for (Py_ssize_t a = 0; a < nk; a += 256) {
             const Py_ssize_t b = a + 256 < nk ? a + 256 : nk;
             double bs = 0.0;
             for (Py_ssize_t i = a; i < b; i++) bs += (double)e[i];
+            last = bs > 0 ? a : last;
             if (cum + bs <= target && b < nk) {
                 cum += bs;
                 continue;
             }
-            for (Py_ssize_t i = a; i < b; i++) {
-                if (e[i] > 0) { /* rounding can leave the sum at the target: the last token with any mass */
+            for (Py_ssize_t i = a; i < b && !crossed; i++) {
+                cum += (double)e[i];
+                if (cum > target) {
                     tok = ID(i);
                     e_tok = e[i];
+                    crossed = 1;
                 }
-                cum += (double)e[i];
-                if (cum > target) break;
             }
             break;
         }
+        if (!crossed && last >= 0) /* rounding left the sum at the target: the last token with any mass */
+            for (Py_ssize_t i = (last + 256 < nk ? last + 256 : nk) - 1; i >= last; i--)
+                if (e[i] > 0) {
+                    tok = ID(i);
+                    e_tok = e[i];
+                    break;
+                }
     }
 #undef ID
     double val;
@@ -620,7 +635,10 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
     Py_ssize_t amax;
     const float top = row_argmax(x, 0, V, &amax);
     const int hot = sp->temperature > 0;
-    const float s = hot ? (float)(1.0 / sp->temperature) : 1.0f;
+    /* 1/T as a finite, nonzero float: at T above about 1e45 it would round to 0 (and -inf logits
+       times 0 to NaN); the clamp keeps the limit, the uniform draw over the finite logits */
+    const double s_d = hot ? 1.0 / sp->temperature : 1.0;
+    const float s = s_d < FLT_MIN ? FLT_MIN : s_d > FLT_MAX ? FLT_MAX : (float)s_d;
     if (sp->top_p < 1.0 && !(flags & NO_PREFIX) &&
         top_p_prefix(x, V, sp, u, amax, top, s, w->raw_terms, out_idx, out_val))
         return;
@@ -756,10 +774,11 @@ static void sample_row(const float *x, Py_ssize_t V, const sample_params *sp, do
 }
 
 /* Per thread: the histogram (NLIN doubles and int32), guided, terms, raw terms and kept terms (4V
-   floats), candidates (V int32), band (V pairs), buckets (V uint16, padded to 8 bytes). */
+   floats), candidates (V int32), band (V pairs), buckets (V uint16); rounded up to 64 bytes, so
+   every thread's doubles are aligned and no two threads share a cache line. */
 #define SAMPLE_WORK_BYTES(V) \
-    ((size_t)NLIN * (sizeof(double) + sizeof(int32_t)) + \
-     (size_t)(V) * (4 * sizeof(float) + sizeof(int32_t) + sizeof(pair_t)) + ((size_t)(V) * sizeof(uint16_t) + 7) / 8 * 8)
+    (((size_t)NLIN * (sizeof(double) + sizeof(int32_t)) + \
+      (size_t)(V) * (4 * sizeof(float) + sizeof(int32_t) + sizeof(pair_t)) + (size_t)(V) * sizeof(uint16_t) + 63) / 64 * 64)
 
 static void sample_one(const float *logits, const float *uncond, float scale, Py_ssize_t V, int64_t row,
                        const sample_params *sp, double u, char *mem, int flags, int64_t *out_idx, double *out_val) {
@@ -830,21 +849,32 @@ static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize
    its pages stay mapped between calls; a fresh malloc of this size was page-faulted and zeroed on
    every call), grown to need bytes and held exported (not resizable) for the call; else malloc'd
    into *own. NULL with an exception set on failure. */
+static char *align64(char *p) { return (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
 static char *scratch(PyObject *obj, size_t need, Py_buffer *view, char **own) {
     *own = NULL;
     if (need == 0) return NULL;
+    need += 64; /* room to start on a 64-byte boundary */
     if (obj && obj != Py_None) {
         if (!PyByteArray_Check(obj)) {
             PyErr_SetString(PyExc_TypeError, "work: expected a bytearray");
             return NULL;
         }
+        /* exported: another call may be using it right now, with the GIL released */
+        if (((PyByteArrayObject *)obj)->ob_exports > 0) {
+            PyErr_SetString(PyExc_BufferError, "work: the bytearray is in use (one per thread)");
+            return NULL;
+        }
         if ((size_t)PyByteArray_GET_SIZE(obj) < need && PyByteArray_Resize(obj, (Py_ssize_t)need) < 0) return NULL;
         if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) < 0) return NULL;
-        return (char *)view->buf;
+        return align64((char *)view->buf);
     }
     *own = (char *)malloc(need);
-    if (!*own) PyErr_NoMemory();
-    return *own;
+    if (!*own) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return align64(*own);
 }
 
 PyDoc_STRVAR(score_doc,
