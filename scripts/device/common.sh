@@ -29,6 +29,9 @@ models_in_ram() {  # the speed sessions' models: writing two 16 GB F16 files to 
     MD=$R/dream7b-shape-Q4_K_M.gguf
     MDF=$R/dream7b-shape-f16.gguf
 }
+dream_side_args() {  # bench_vs_llama_cpp.py's Dream-7B side by side (timestep, 256 masks, 16 steps, one run)
+    echo "$COMMON --model $MD --prompt-len 32 --gen-length 256 --steps 16 --schedules timestep --ngl 999 --threads 0 --reps 1 --warmup 0"
+}
 write_f16() {  # write_f16 llada8b|dream7b PATH: random weights with the real shapes
     [ -f "$2" ] || python3 -c "import sys; sys.path.insert(0, 'scripts'); import bench_vs_llama_cpp as b; from pathlib import Path; b.BIG_MODELS['$1'](Path('$2'))"
 }

@@ -9,7 +9,7 @@ BUDGET=585
 exec > >(tee -a $OUT/log_b.txt) 2>&1
 need_build; build_kernel || exit 1
 export LLAMA_CPP_LIB_PATH=$L
-D="$COMMON --model $MD --prompt-len 32 --gen-length 256 --steps 16 --schedules timestep --ngl 999 --threads 0 --reps 1 --warmup 0"
+D=$(dream_side_args)
 stamp "Dream-7B shape: T 0.2 top-p 0.95 and T 0, every algorithm, three sides"
 timeout 330 python3 scripts/bench_vs_llama_cpp.py $D --algorithms entropy,low-confidence,margin,random,origin \
   --samplings t0.2p0.95,t0 --ref-topk40 --out $OUT/dream7b.json

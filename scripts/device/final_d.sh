@@ -7,7 +7,7 @@ BUDGET=400
 exec > >(tee -a $OUT/log_d.txt) 2>&1
 need_build; build_kernel || exit 1
 export LLAMA_CPP_LIB_PATH=$L
-D="$COMMON --model $MD --prompt-len 32 --gen-length 256 --steps 16 --schedules timestep --ngl 999 --threads 0 --reps 1 --warmup 0"
+D=$(dream_side_args)
 timeout 200 python3 scripts/bench_vs_llama_cpp.py $D --algorithms origin,entropy,low-confidence --samplings t0p0.95,t0.2p0.95 --ref-topk40 \
   --no-ref-same --out $OUT/dream7b-threads.json
 stamp end
