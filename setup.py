@@ -11,10 +11,10 @@ OPENMP = [] if sys.platform in ("win32", "darwin") else ["-fopenmp"]
 
 
 class BuildExt(build_ext):
-    """With OpenMP where the compiler has it (the row threads), else without."""
+    """The kernel with OpenMP where the compiler has it (the row threads), else without."""
 
     def build_extension(self, ext):
-        if OPENMP:
+        if OPENMP and ext.name.endswith("_rowscore"):
             ext.extra_compile_args, ext.extra_link_args = FLAGS + OPENMP, OPENMP
             try:
                 return super().build_extension(ext)
@@ -24,5 +24,6 @@ class BuildExt(build_ext):
         return super().build_extension(ext)
 
 
-setup(ext_modules=[Extension("dlmcli.engine._rowscore", ["dlmcli/engine/_rowscore.c"], optional=True)],
+setup(ext_modules=[Extension("dlmcli.engine._rowscore", ["dlmcli/engine/_rowscore.c"], optional=True),
+                   Extension("dlmcli.runtime._abort", ["dlmcli/runtime/_abort.c"], optional=True)],
       cmdclass={"build_ext": BuildExt})

@@ -4,11 +4,11 @@
   python3 scripts/check_dist.py            # run by .ci/run and by tests/test_dist.py
   python3 scripts/check_dist.py --keep DIR # leave the builds and venvs in DIR
 
-Checks that the sdist carries the C kernel's source, every bundled model and the playground page; that
-the wheel (built from that sdist, as pip builds one) carries the compiled kernel and the models; and
+Checks that the sdist carries the C sources (kernel, abort callback), every bundled model and the playground page; that
+the wheel (built from that sdist, as pip builds one) carries both compiled and the models; and
 that in each venv, run from another directory with PYTHONPATH unset, dlm imports from the venv (not
-from this checkout), `dlm --version` names the version, the scoring kernel is the compiled one, every
-bundled model is listed, and `dlm generate -m tiny-llada "reverse hello"` prints olleh.
+from this checkout), `dlm --version` names the version, the scoring kernel and the abort callback are
+the compiled ones, every bundled model is listed, and `dlm generate -m tiny-llada "reverse hello"` prints olleh.
 No network: built without build isolation and installed with --no-deps into venvs that see the
 system's site-packages (llama-cpp-python takes minutes to compile; it is installed there already).
 Exit status 1 with one line per failed check.
@@ -62,7 +62,8 @@ def build(out: Path) -> tuple[Path, Path, list[str]]:
     with tarfile.open(sdist) as t:
         names = set(t.getnames())
     problems += check_members("sdist", names, f"dlmcli-{VERSION}/", [
-        "setup.py", "pyproject.toml", "README.md", "dlmcli/engine/_rowscore.c", "dlmcli/serve/playground.html",
+        "setup.py", "pyproject.toml", "README.md", "dlmcli/engine/_rowscore.c", "dlmcli/runtime/_abort.c",
+        "dlmcli/serve/playground.html",
         *(f"dlmcli/models/{m}" for m in MODELS)])
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
@@ -70,6 +71,8 @@ def build(out: Path) -> tuple[Path, Path, list[str]]:
         "dlmcli/serve/playground.html", *(f"dlmcli/models/{m}" for m in MODELS)])
     if not any(re.fullmatch(r"dlmcli/engine/_rowscore\..*(so|pyd)", n) for n in names):
         problems.append("wheel: the compiled scoring kernel (dlmcli/engine/_rowscore.*.so) is missing")
+    if not any(re.fullmatch(r"dlmcli/runtime/_abort\..*(so|pyd)", n) for n in names):
+        problems.append("wheel: the compiled abort callback (dlmcli/runtime/_abort.*.so) is missing")
     problems += [f"wheel: {n} is not part of the package" for n in sorted(names)
                  if not n.startswith(("dlmcli/", f"dlmcli-{VERSION}.dist-info/"))]
     return sdist, wheel, problems
@@ -86,13 +89,15 @@ def check_install(kind: str, artifact: Path, work: Path, problems: list[str]) ->
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("DLM_")}
     env.update(HF_HUB_OFFLINE="1", XDG_CONFIG_HOME=str(work / "config"), HF_HOME=str(work / "hf"))
 
-    where = run([py, "-c", "import dlmcli, dlmcli.engine.scoring as s; print(dlmcli.__file__); print(s.kernel_name())"],
-                cwd=elsewhere, env=env).stdout.split("\n")
+    where = run([py, "-c", "import dlmcli, dlmcli.engine.scoring as s, dlmcli.runtime.native as n; "
+                 "print(dlmcli.__file__); print(s.kernel_name()); print(n._C_HOOK)"], cwd=elsewhere, env=env).stdout.split("\n")
     pkg = Path(where[0]).parent
     if not pkg.is_relative_to(venv):
         problems.append(f"{kind}: dlmcli was imported from {pkg}, not from the venv")
     if where[1] != "c":
         problems.append(f"{kind}: the scoring kernel is {where[1]!r}, not the compiled one ('c')")
+    if where[2] != "True":
+        problems.append(f"{kind}: the abort callback is Python's, not the compiled one")
     for m in MODELS:
         if not (pkg / "models" / m).is_file():
             problems.append(f"{kind}: {m} is not installed")

@@ -63,7 +63,7 @@ class KVContext:
         self.n_seq = n_seq
         lib.llama_set_causal_attn(ptr, False)
         self.abort_flag = ctypes.c_int(0)  # this context's own (Runtime.abort)
-        lib.llama_set_abort_callback(ptr, native.abort_callback, ctypes.addressof(self.abort_flag))
+        self._abort_hook = native.set_abort_callback(ptr, self.abort_flag)
         self.mem = lib.llama_get_memory(ptr)
         # The batch: numpy arrays owned here, pointed to by a llama_batch we never hand to
         # llama_batch_free (so filling it needs no per-token Python loop).

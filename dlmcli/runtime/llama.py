@@ -293,7 +293,7 @@ class LlamaContext:
         lib.llama_set_causal_attn(ptr, False)
         # This context's own abort flag: a server stops one context's pass, not the process's.
         self.abort_flag = ctypes.c_int(0)
-        lib.llama_set_abort_callback(ptr, native.abort_callback, ctypes.addressof(self.abort_flag))
+        self._abort_hook = native.set_abort_callback(ptr, self.abort_flag)
 
     def close(self) -> None:
         if self.ptr is not None:

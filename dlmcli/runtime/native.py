@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal.signal/getsignal without their enum wrapping (below)
 import ctypes
 import signal
 import sys
@@ -146,6 +147,41 @@ def _keep_loading(_progress, _data) -> bool:
 abort_callback = lib.ggml_abort_callback(_abort_requested)
 progress_callback = lib.llama_progress_callback(_keep_loading)
 
+try:  # the C callback that reads the flag at every graph node and calls Python only now and then
+    from . import _abort
+except ImportError:  # not built (no compiler at install time): Python at every node, as before
+    _abort = None  # type: ignore[assignment]
+
+# How often a pass calls Python (signal handlers, Ctrl-C) at most: a Ctrl-C stops a pass within
+# this plus one graph node.
+ABORT_POLL_S = 0.01
+
+
+class AbortHook(ctypes.Structure):
+    """The data of _abort's callback (its C struct ``hook``)."""
+
+    _fields_ = [("flag", ctypes.POINTER(ctypes.c_int)), ("poll", ctypes.c_void_p), ("poll_data", ctypes.c_void_p),
+                ("period_ns", ctypes.c_int64), ("last_ns", ctypes.c_int64)]
+
+
+_C_HOOK = _abort is not None and _abort.HOOK_SIZE == ctypes.sizeof(AbortHook)
+
+
+def set_abort_callback(ctx_ptr, flag: ctypes.c_int):
+    """Make llama.cpp stop CTX_PTR's passes when FLAG is set or a signal arrives (see interruptible).
+    Returns what must live as long as the context (keep a reference)."""
+    if _C_HOOK:
+        hook = AbortHook(ctypes.pointer(flag), ctypes.cast(abort_callback, ctypes.c_void_p), ctypes.addressof(flag),
+                         int(ABORT_POLL_S * 1e9), 0)
+        lib.llama_set_abort_callback(ctx_ptr, ctypes.cast(_abort.ADDRESS, lib.ggml_abort_callback),
+                                     ctypes.addressof(hook))
+        return hook
+    lib.llama_set_abort_callback(ctx_ptr, abort_callback, ctypes.addressof(flag))
+    return flag
+
+
+_SIGNALS = (int(signal.SIGINT), int(signal.SIGTERM))
+
 
 class interruptible:
     """Context manager: turn SIGINT (and SIGTERM, when dlm handles it) into the flag during a native call."""
@@ -154,9 +190,11 @@ class interruptible:
         self._old = {}  # the flag is not cleared: a signal caught by a callback earlier still counts
         self._main = threading.current_thread() is threading.main_thread()
         if self._main:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                if callable(signal.getsignal(sig)):  # only where Python handles it (not ignored, not default)
-                    self._old[sig] = signal.signal(sig, _set_flag)
+            # _signal, not signal: the enum conversions of signal.signal cost more than the calls,
+            # and this runs twice per forward pass (a tiny model's pass is 3 ms)
+            for sig in _SIGNALS:
+                if callable(_signal.getsignal(sig)):  # only where Python handles it (not ignored, not default)
+                    self._old[sig] = _signal.signal(sig, _set_flag)
             _main_call["serial"] += 1
             _main_call["inside"] = True
         return self
@@ -165,7 +203,7 @@ class interruptible:
         if self._main:
             _main_call["inside"] = False
         for sig, old in self._old.items():
-            signal.signal(sig, old)
+            _signal.signal(sig, old)
         got = _interrupted["flag"]
         if got:
             _interrupted["flag"] = 0
