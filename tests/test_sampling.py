@@ -134,6 +134,29 @@ def test_flat_rows_leave_the_short_path_and_get_the_same_answer():
 
 
 @needs_kernel
+def test_flat_rows_with_a_small_top_k_stay_on_the_short_path():
+    # With top-k 40 the prefix only has to hold the 40 best: a flat row is pruned to its end instead
+    # of given up, and the answer is the general path's and the definition's, ties at the k-th included.
+    rng = np.random.default_rng(6)
+    logits = (rng.standard_normal((6, 152064)) * 0.45).astype(np.float32)  # Dream's width: many prunes
+    logits[2] = np.round(logits[2] * 8) / 8  # ties everywhere, at the 40th value too
+    rows = scoring.Rows(logits, np.arange(6))
+    for top_k, top_p, temperature, algorithm in itertools.product((1, 40, 1000), (0.95,), (0.0, 0.7), ALGORITHMS):
+        u = rng.random(6) if temperature > 0 else None
+        case = (top_k, top_p, temperature, algorithm)
+        short = kernel_sample(rows, algorithm, temperature, top_k, top_p, "sampled", u,
+                              flags=scoring._rowscore.ONLY_PREFIX)
+        general = kernel_sample(rows, algorithm, temperature, top_k, top_p, "sampled", u,
+                                flags=scoring._rowscore.NO_PREFIX)
+        want = scoring._sample_numpy(rows, algorithm, temperature, top_k, top_p, "sampled", u)
+        assert (short[0][[0, 1, 3, 4, 5]] >= 0).all(), case  # only the row of ties may need the long way
+        done = short[0] >= 0
+        assert (short[0][done] == general[0][done]).all() and (general[0] == want[0]).all(), case
+        np.testing.assert_allclose(short[1][done], general[1][done], rtol=1e-12, err_msg=str(case))
+        np.testing.assert_allclose(general[1], want[1], rtol=1e-5, atol=1e-7, err_msg=str(case))
+
+
+@needs_kernel
 def test_the_scratch_is_grown_once_and_reused():
     rng = np.random.default_rng(2)
     logits = (rng.standard_normal((8, 3000)) * 2).astype(np.float32)

@@ -519,6 +519,8 @@ static int top_p_prefix(const float *x, Py_ssize_t V, const sample_params *sp, d
     float floor_x = top - 11.1f / s;
     Py_ssize_t n = 0, j = 0;
     int prunes = 0;
+    /* a small top-k needs only the k best in the prefix: a flat row is then pruned to its end */
+    const int small_k = sp->top_k > 0 && sp->top_k < V && sp->top_k < CAND_CAP / 2;
     for (; j + LANES <= V; j += LANES) {
         int hit = 0;
         for (int l = 0; l < LANES; l++) {
@@ -533,7 +535,7 @@ static int top_p_prefix(const float *x, Py_ssize_t V, const sample_params *sp, d
         }
         if (n > CAND_CAP - LANES) {
             /* a flat row (thousands near the top): give up early, the general path does it */
-            if (++prunes > 4) return 0;
+            if (++prunes > 4 && !small_k) return 0;
             select_rank(a, n, CAND_CAP / 2 - 1);
             n = CAND_CAP / 2;
             floor_x = a[n - 1].x;
