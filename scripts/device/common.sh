@@ -14,7 +14,21 @@ build_kernel() {  # what pip install -e . does, without needing setuptools there
     gcc -O3 -ffp-contract=off -fno-trapping-math -fopenmp -shared -fPIC \
         "-I$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" dlmcli/engine/_rowscore.c \
         -o "dlmcli/engine/_rowscore$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
+    gcc -O3 -ffp-contract=off -fno-trapping-math -shared -fPIC \
+        "-I$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" dlmcli/runtime/_abort.c \
+        -o "dlmcli/runtime/_abort$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
     python3 -c "from dlmcli.engine import scoring, _rowscore; print('dlm scoring:', scoring.kernel_name(), 'openmp', _rowscore.OPENMP)"
+}
+kernel_vs_old() {  # kernel_vs_old OUTFILE ARGS...: scoring alone, this tree's kernel and $P/old_rowscore.c's, interleaved
+    local old=/tmp/dlm-old-kernel out=$1; shift
+    rm -rf $old; mkdir -p $old/dlmcli/engine; cp -r dlmcli scripts $old/; cp $P/old_rowscore.c $old/dlmcli/engine/_rowscore.c
+    (cd $old && build_kernel) || return 1
+    for rep in 1 2; do
+        for side in new old; do
+            dir=$PWD; [ $side = old ] && dir=$old
+            (cd $dir && python3 scripts/bench_scoring.py "$@" --out ${out%.json}-$side-$rep.json | grep -v "shifted=True")
+        done
+    done
 }
 models_in_ram() {  # the speed sessions' models: writing two 16 GB F16 files to disk took a whole call
     R=/dev/shm/dlmbench
