@@ -34,7 +34,7 @@ def test_the_install_built_the_kernel():
 
 @needs_kernel
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("vocab", [1, 2, 15, 16, 17, 1000, 126464])
+@pytest.mark.parametrize("vocab", [1, 2, 15, 16, 17, 128, 1000, 4096, 126464])  # 128+: float32 block partials
 @pytest.mark.parametrize("cfg", [False, True])
 def test_kernel_matches_numpy(mode, vocab, cfg):
     rng = np.random.default_rng(vocab * 7 + mode)

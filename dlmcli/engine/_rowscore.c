@@ -4,13 +4,18 @@
    score: the argmax's softmax probability, the top1-top2 probability margin, or Dream's entropy
    score sum(p * log(p + 1e-10)). It is the arithmetic of scoring._greedy_part_numpy (float32
    exponentials, float64 sums) with one read of each row from main memory instead of five passes
-   over copies, and exp/log as vectorisable polynomials instead of libm calls.
+   over copies, and exp/log as vectorisable polynomials instead of libm calls; except that a row's
+   softmax sum z (confidence, margin, top-p's target) adds float32 partials of 128 terms (8 per
+   lane) in float64. A float64 add per term cost 1.09 ns a logit in the exp-and-sum pass, the
+   partials 0.85 (AVX2 EPYC, one thread); as the terms share a sign, the partials' 7 float32
+   roundings stay under 4.2e-7 of the sum (under 4e-8 measured on Dream-width rows). The entropy's
+   divisor and sum, and a kept set's sums, stay a term at a time in float64 (sum_exact says why).
 
-   No FMA contraction and no reassociation (-ffp-contract=off, no -ffast-math; fixed lane order), so
-   every build and every instruction set gives the same bits, whatever the threads. Rows are split
-   over OpenMP threads when built with it: llama.cpp's CPU backend uses the same libgomp, so its
-   workers, still spinning after the forward pass, take the rows instead of competing for the cores
-   with threads of our own. The GIL is released while rows are reduced. */
+   No FMA contraction and no reassociation (-ffp-contract=off, no -ffast-math; fixed lane and block
+   order), so every build and every instruction set gives the same bits, whatever the threads. Rows
+   are split over OpenMP threads when built with it: llama.cpp's CPU backend uses the same libgomp,
+   so its workers, still spinning after the forward pass, take the rows instead of competing for the
+   cores with threads of our own. The GIL is released while rows are reduced. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -29,6 +34,8 @@
 #else
 #define MULTIVERSION
 #endif
+/* Inlined into each clone of its caller, so it runs that clone's instruction set. */
+#define INLINE static inline __attribute__((always_inline))
 
 #if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
 /* x87 arithmetic (32-bit x86 without SSE) keeps excess precision, which defeats the rounding trick
@@ -37,6 +44,8 @@
 #endif
 
 #define LANES 16
+#define BLOCK_STEPS 8                   /* LANES-wide steps a lane sums in float32 ... */
+#define BLOCK (BLOCK_STEPS * LANES)     /* ... before it adds that partial to its float64 lane */
 #define MODE_CONF 0
 #define MODE_MARGIN 1
 #define MODE_ENTROPY 2
@@ -105,6 +114,60 @@ static double lane_sum(const double *acc) {
     return s;
 }
 
+/* Sums of exp((x - top) * s), terms stored in t[] when store, lane maxima of x in m[] unless NULL:
+   exp_block a block of BLOCK at x[j], its float32 lane partials then added to acc; exp_lanes one
+   LANES-wide step straight into acc (after the blocks); exp_sum a row. Every such sum is an
+   exp_sum, and top_p_prefix gathers inside its loops (g), so its z is row_terms' to the bit.
+   (x - top) * 1.0f is x - top exactly. */
+typedef struct prefix prefix_t; /* top_p_prefix's gathering, with the sampling code below */
+INLINE int prefix_take(prefix_t *g, const float *x, Py_ssize_t j, Py_ssize_t end);
+
+INLINE void exp_block(const float *x, Py_ssize_t j, float top, float s, float *t, int store, double *acc,
+                      float *m) {
+    float part[LANES] = {0};
+    for (int k = 0; k < BLOCK; k += LANES)
+        for (int l = 0; l < LANES; l++) {
+            const float e = exp_neg((x[j + k + l] - top) * s);
+            if (store) t[j + k + l] = e;
+            if (m) m[l] = x[j + k + l] > m[l] ? x[j + k + l] : m[l];
+            part[l] += e;
+        }
+    for (int l = 0; l < LANES; l++) acc[l] += (double)part[l];
+}
+
+INLINE void exp_lanes(const float *x, Py_ssize_t j, float top, float s, float *t, int store, double *acc,
+                      float *m) {
+    for (int l = 0; l < LANES; l++) {
+        const float e = exp_neg((x[j + l] - top) * s);
+        if (store) t[j + l] = e;
+        if (m) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
+        acc[l] += (double)e;
+    }
+}
+
+/* The tail (V % LANES terms) only sums: m covers x[0..V - V % LANES). */
+INLINE double exp_sum(const float *x, Py_ssize_t V, float top, float s, float *t, int store, float *m,
+                      prefix_t *g) {
+    double acc[LANES] = {0};
+    Py_ssize_t j = 0;
+    for (; j + BLOCK <= V; j += BLOCK) {
+        exp_block(x, j, top, s, t, store, acc, m);
+        if (g && prefix_take(g, x, j, j + BLOCK)) return NAN; /* NaN: given up */
+    }
+    for (; j + LANES <= V; j += LANES) {
+        exp_lanes(x, j, top, s, t, store, acc, m);
+        if (g && prefix_take(g, x, j, j + LANES)) return NAN;
+    }
+    if (g && prefix_take(g, x, j, V)) return NAN;
+    double z = lane_sum(acc);
+    for (; j < V; j++) {
+        const float e = exp_neg((x[j] - top) * s);
+        if (store) t[j] = e;
+        z += (double)e;
+    }
+    return z;
+}
+
 
 /* Largest value of x[a..b) and the first index holding it (NaN ignored; -inf and a when none).
    Two reads: the maximum (lane-wise, which every instruction set vectorises: a 16-wide compare with
@@ -134,43 +197,33 @@ static inline __attribute__((always_inline)) float row_argmax(const float *x, Py
     return best;
 }
 
-/* sum of exp(x - top) in float64; stores the float32 terms in e when e is not NULL. */
-static inline double row_sumexp(const float *x, Py_ssize_t V, float top, float *e) {
+/* A sum of float32 terms a term at a time in float64, as numpy's: for the entropy's divisor. The
+   entropy rounds z to float32 for p = e / z, and near p = 1 a one-ulp move of that float (which the
+   128-term float partials cause often) moves the score by up to 4e-5 of itself. */
+INLINE double sum_exact(const float *e, Py_ssize_t n) {
     double acc[LANES] = {0};
     Py_ssize_t j = 0;
-    if (e) {
-        for (; j + LANES <= V; j += LANES)
-            for (int l = 0; l < LANES; l++) {
-                float t = exp_neg(x[j + l] - top);
-                e[j + l] = t;
-                acc[l] += (double)t;
-            }
-    } else {
-        for (; j + LANES <= V; j += LANES)
-            for (int l = 0; l < LANES; l++) acc[l] += (double)exp_neg(x[j + l] - top);
-    }
-    double s = lane_sum(acc);
-    for (; j < V; j++) {
-        float t = exp_neg(x[j] - top);
-        if (e) e[j] = t;
-        s += (double)t;
-    }
-    return s;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += (double)e[j + l];
+    double z = lane_sum(acc);
+    for (; j < n; j++) z += (double)e[j];
+    return z;
+}
+
+/* sum of exp(x - top); with e (the entropy), the float32 terms stored there and summed exactly. */
+INLINE double row_sumexp(const float *x, Py_ssize_t V, float top, float *e) {
+    if (!e) return exp_sum(x, V, top, 1.0f, NULL, 0, NULL, NULL);
+    exp_sum(x, V, top, 1.0f, e, 1, NULL, NULL);
+    return sum_exact(e, V);
 }
 
 /* row_sumexp without terms, plus the largest value at an index other than arg (-inf when none):
    the margin's runner-up costs a max per lane in the read the sum already makes. */
-static inline double row_sumexp_second(const float *x, Py_ssize_t V, float top, Py_ssize_t arg, float *second) {
-    double acc[LANES] = {0};
+INLINE double row_sumexp_second(const float *x, Py_ssize_t V, float top, Py_ssize_t arg, float *second) {
     float m[LANES];
     for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
-    Py_ssize_t j = 0;
-    for (; j + LANES <= V; j += LANES) {
-        for (int l = 0; l < LANES; l++) acc[l] += (double)exp_neg(x[j + l] - top);
-        for (int l = 0; l < LANES; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
-    }
-    const Py_ssize_t body = j;
-    double s = lane_sum(acc);
+    const double s = exp_sum(x, V, top, 1.0f, NULL, 0, m, NULL);
+    const Py_ssize_t body = V - V % LANES; /* m's part: x[i] in lane i % LANES */
     float sec = -INFINITY;
     const int arg_lane = arg < body ? (int)(arg % LANES) : -1;
     for (int l = 0; l < LANES; l++)
@@ -178,16 +231,16 @@ static inline double row_sumexp_second(const float *x, Py_ssize_t V, float top, 
     if (arg_lane >= 0) /* the argmax's lane again, without it (1/16 of the row, in cache) */
         for (Py_ssize_t i = arg_lane; i < body; i += LANES)
             if (i != arg && x[i] > sec) sec = x[i];
-    for (; j < V; j++) {
-        s += (double)exp_neg(x[j] - top);
+    for (Py_ssize_t j = body; j < V; j++)
         if (j != arg && x[j] > sec) sec = x[j];
-    }
     *second = sec;
     return s;
 }
 
-/* Dream's score: sum over the row of p * log(p + 1e-10), p = e / z in float32. */
-static inline double row_entropy(const float *e, Py_ssize_t V, float zf) {
+/* Dream's score: sum over the row of p * log(p + 1e-10), p = e / z in float32; summed a term at a
+   time in float64 like sum_exact (float32 partials would make the short and general top-p paths,
+   which group the kept terms differently, disagree in the eighth digit). */
+INLINE double row_entropy(const float *e, Py_ssize_t V, float zf) {
     double acc[LANES] = {0};
     Py_ssize_t j = 0;
     for (; j + LANES <= V; j += LANES)
@@ -271,11 +324,12 @@ static void score_all(const float *logits, const float *uncond, float scale, Py_
    trained model, and Dream's T 0.2), one read gathers the row's best tokens and only they are
    sorted; otherwise a histogram of top - x in equal buckets (terms fall with x, so a bucket is a
    slice of the sorted order) tells which bucket holds the token that crosses p or the k-th token,
-   and only that bucket's tokens are selected. Masses are float32 terms summed in float64, so the
-   kept set is the float64 definition's except when the cumulative probability at the crossing lies
-   within about 1e-7 of top_p (float32 terms; an exact tie with top_p, as 3 of 10 equal logits at
-   top_p 0.3, can fall either way). A token is drawn by inverse CDF in vocabulary order with one uniform per row (given by the
-   caller, from the sequence's own generator): the same distribution as the authors' Gumbel-max or
+   and only that bucket's tokens are selected. Masses are float32 terms summed in float64 (the row's
+   total from float32 partials of 128, as at the top), so the kept set is the float64 definition's
+   except when the cumulative probability at the crossing lies within about 1e-7 of top_p (float32
+   terms; an exact tie with top_p, as 3 of 10 equal logits at top_p 0.3, can fall either way). A
+   token is drawn by inverse CDF in vocabulary order with one uniform per row (given by the caller,
+   from the sequence's own generator): the same distribution as the authors' Gumbel-max or
    torch.multinomial draws, one random number per row instead of one per logit. */
 
 typedef struct {
@@ -368,23 +422,10 @@ static inline int lin_bucket(float x, float top, float inv_w) {
     return d < (float)(NLIN - 1) ? (int)d : NLIN - 1;
 }
 
-/* terms[j] = exp((x[j] - top) * s) in float32; returns their float64 sum. */
+/* terms[j] = exp((x[j] - top) * s) in float32; returns their sum (exp_sum's). */
 MULTIVERSION
 static double row_terms(const float *x, Py_ssize_t V, float top, float s, float *terms) {
-    double acc[LANES] = {0};
-    Py_ssize_t j = 0;
-    for (; j + LANES <= V; j += LANES)
-        for (int l = 0; l < LANES; l++) {
-            float t = exp_neg((x[j + l] - top) * s);
-            terms[j + l] = t;
-            acc[l] += (double)t;
-        }
-    double z = lane_sum(acc);
-    for (; j < V; j++) {
-        terms[j] = exp_neg((x[j] - top) * s);
-        z += (double)terms[j];
-    }
-    return z;
+    return exp_sum(x, V, top, s, terms, 1, NULL, NULL);
 }
 
 typedef struct {
@@ -435,7 +476,9 @@ static void finish_kept(const float *x, Py_ssize_t V, const sample_params *sp, d
                         const int32_t *ids, const float *e, Py_ssize_t nk, float *raw_terms, int64_t *out_idx,
                         double *out_val) {
 #define ID(r) (ids ? (Py_ssize_t)ids[r] : (Py_ssize_t)(r))
-    /* Sums a lane at a time, as in row_sumexp (a kept set can be most of the vocabulary). */
+    /* zk a term at a time in float64 (sum_exact), not in float32 partials: it is the entropy's
+       divisor, and the short path (kept tokens gathered) and the general path (the whole row, the
+       rest 0) must agree on it, which partials over differently grouped terms would not. */
     double acc[LANES] = {0};
     float sec[LANES];
     for (int l = 0; l < LANES; l++) sec[l] = 0.0f;
@@ -508,50 +551,63 @@ static void finish_kept(const float *x, Py_ssize_t V, const sample_params *sp, d
    stays and the floor rises to its last, so later ties (higher indices) stay out. If the crossing of
    p lies in that prefix the kept set is exactly the general path's; else 0 (the caller takes it). */
 #define CAND_CAP 2048
+struct prefix {
+    pair_t *a; /* CAND_CAP slots */
+    Py_ssize_t n;
+    float floor_x;
+    int prunes;
+    int small_k; /* a top-k under CAND_CAP / 2: never give up, the k best stay in the prefix */
+};
+
+/* Gathers the x[j..end) above the floor (a block, a step or the tail from exp_sum), LANES at a
+   time; 1: gives up on a flat row (thousands near the top), which the general path does. */
+INLINE int prefix_take(prefix_t *g, const float *x, Py_ssize_t j, Py_ssize_t end) {
+    int hit = 0;
+    for (Py_ssize_t i = j; i < end; i++) hit |= x[i] > g->floor_x;
+    if (!hit) return 0; /* the floor only rises: nothing here passes it later */
+    pair_t *a = g->a;
+    Py_ssize_t n = g->n;
+    float floor_x = g->floor_x;
+    for (; j < end; j += LANES) {
+        const int len = end - j < LANES ? (int)(end - j) : LANES;
+        if (len == LANES) { /* (a constant count, unrolled) */
+            for (int l = 0; l < LANES; l++) { /* branch-free: only a slot's count moves */
+                a[n].x = x[j + l];
+                a[n].j = (int32_t)(j + l);
+                n += x[j + l] > floor_x;
+            }
+        } else {
+            for (int l = 0; l < len; l++) {
+                a[n].x = x[j + l];
+                a[n].j = (int32_t)(j + l);
+                n += x[j + l] > floor_x;
+            }
+        }
+        if (n > CAND_CAP - LANES) { /* (so the next LANES always fit) */
+            if (++g->prunes > 4 && !g->small_k) return 1;
+            select_rank(a, n, CAND_CAP / 2 - 1);
+            n = CAND_CAP / 2;
+            floor_x = a[n - 1].x;
+        }
+    }
+    g->n = n;
+    g->floor_x = floor_x;
+    return 0;
+}
+
 MULTIVERSION
 static int top_p_prefix(const float *x, Py_ssize_t V, const sample_params *sp, double u, Py_ssize_t amax, float top,
                         float s, float *raw_terms, int64_t *out_idx, double *out_val) {
     pair_t a[CAND_CAP];
     float e[CAND_CAP];
     int32_t ids[CAND_CAP];
-    double acc[LANES] = {0};
     /* terms below 2^-16 of the top's rarely matter; a row that needs them fails and goes the long way */
-    float floor_x = top - 11.1f / s;
-    Py_ssize_t n = 0, j = 0;
-    int prunes = 0;
     /* a small top-k needs only the k best in the prefix: a flat row is then pruned to its end */
     const int small_k = sp->top_k > 0 && sp->top_k < V && sp->top_k < CAND_CAP / 2;
-    for (; j + LANES <= V; j += LANES) {
-        int hit = 0;
-        for (int l = 0; l < LANES; l++) {
-            acc[l] += (double)exp_neg((x[j + l] - top) * s);
-            hit |= x[j + l] > floor_x;
-        }
-        if (!hit) continue;
-        for (int l = 0; l < LANES; l++) { /* branch-free: only a slot's count moves */
-            a[n].x = x[j + l];
-            a[n].j = (int32_t)(j + l);
-            n += x[j + l] > floor_x;
-        }
-        if (n > CAND_CAP - LANES) {
-            /* a flat row (thousands near the top): give up early, the general path does it */
-            if (++prunes > 4 && !small_k) return 0;
-            select_rank(a, n, CAND_CAP / 2 - 1);
-            n = CAND_CAP / 2;
-            floor_x = a[n - 1].x;
-        }
-    }
-    double z = lane_sum(acc);
-    for (; j < V; j++) {
-        z += (double)exp_neg((x[j] - top) * s);
-        if (x[j] > floor_x) {
-            if (n == CAND_CAP) return 0;
-            a[n].x = x[j];
-            a[n].j = (int32_t)j;
-            n++;
-        }
-    }
-    if (!(z >= 1.0) || n == 0) return 0; /* NaN (the general path reports it) */
+    prefix_t g = {a, 0, top - 11.1f / s, 0, small_k};
+    const double z = exp_sum(x, V, top, s, NULL, 0, NULL, &g);
+    const Py_ssize_t n = g.n;
+    if (!(z >= 1.0) || n == 0) return 0; /* NaN: given up, or a NaN logit (the general path reports it) */
     qsort(a, (size_t)n, sizeof(pair_t), pair_cmp);
     /* keep a[r] while the mass before it is <= top_p * z (the first always) */
     const double target = sp->top_p * z;
