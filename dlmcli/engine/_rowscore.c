@@ -452,6 +452,7 @@ typedef struct {
 
 /* The untempered, unfiltered score of token tok (LLaDA's convention), like score_rows; amax and
    top: the row's argmax and its value, already known. */
+MULTIVERSION
 static double raw_score(const float *x, Py_ssize_t V, int mode, Py_ssize_t tok, Py_ssize_t amax, float top,
                         float *terms) {
     Py_ssize_t unused;
@@ -472,6 +473,7 @@ static double raw_score(const float *x, Py_ssize_t V, int mode, Py_ssize_t tok, 
 /* The end of every sampled row: the kept tokens in vocabulary order (ids, with their terms e; ids
    NULL: the whole row, token r at r), their total, the draw (inverse CDF with u; at temperature 0
    the argmax) and the score. */
+MULTIVERSION
 static void finish_kept(const float *x, Py_ssize_t V, const sample_params *sp, double u, Py_ssize_t amax, float top,
                         const int32_t *ids, const float *e, Py_ssize_t nk, float *raw_terms, int64_t *out_idx,
                         double *out_val) {
