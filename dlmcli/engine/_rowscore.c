@@ -210,11 +210,23 @@ INLINE double sum_exact(const float *e, Py_ssize_t n) {
     return z;
 }
 
-/* sum of exp(x - top); with e (the entropy), the float32 terms stored there and summed exactly. */
+/* sum of exp(x - top); with e (the entropy), the float32 terms stored there and summed as
+   sum_exact does, in the same read. */
 INLINE double row_sumexp(const float *x, Py_ssize_t V, float top, float *e) {
     if (!e) return exp_sum(x, V, top, 1.0f, NULL, 0, NULL, NULL);
-    exp_sum(x, V, top, 1.0f, e, 1, NULL, NULL);
-    return sum_exact(e, V);
+    double acc[LANES] = {0};
+    Py_ssize_t j = 0;
+    for (; j + LANES <= V; j += LANES)
+        for (int l = 0; l < LANES; l++) {
+            e[j + l] = exp_neg(x[j + l] - top);
+            acc[l] += (double)e[j + l];
+        }
+    double z = lane_sum(acc);
+    for (; j < V; j++) {
+        e[j] = exp_neg(x[j] - top);
+        z += (double)e[j];
+    }
+    return z;
 }
 
 /* row_sumexp without terms, plus the largest value at an index other than arg (-inf when none):
@@ -573,6 +585,9 @@ INLINE int prefix_take(prefix_t *g, const float *x, Py_ssize_t j, Py_ssize_t end
     for (; j < end; j += LANES) {
         const int len = end - j < LANES ? (int)(end - j) : LANES;
         if (len == LANES) { /* (a constant count, unrolled) */
+            int step_hit = 0; /* a block with a hit mostly has one: gather only its step */
+            for (int l = 0; l < LANES; l++) step_hit |= x[j + l] > floor_x;
+            if (!step_hit) continue;
             for (int l = 0; l < LANES; l++) { /* branch-free: only a slot's count moves */
                 a[n].x = x[j + l];
                 a[n].j = (int32_t)(j + l);
