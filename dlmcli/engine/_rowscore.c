@@ -123,20 +123,23 @@ typedef struct prefix prefix_t; /* top_p_prefix's gathering, with the sampling c
 INLINE int prefix_take(prefix_t *g, const float *x, Py_ssize_t j, Py_ssize_t end);
 
 INLINE void exp_block(const float *x, Py_ssize_t j, float top, float s, float *t, int store, double *acc,
-                      float *m) {
+                      float *m, const float *pf) {
     float part[LANES] = {0};
-    for (int k = 0; k < BLOCK; k += LANES)
+    for (int k = 0; k < BLOCK; k += LANES) {
+        if (pf) __builtin_prefetch(pf + j + k, 0, 2); /* a line of the next row per line of this one */
         for (int l = 0; l < LANES; l++) {
             const float e = exp_neg((x[j + k + l] - top) * s);
             if (store) t[j + k + l] = e;
             if (m) m[l] = x[j + k + l] > m[l] ? x[j + k + l] : m[l];
             part[l] += e;
         }
+    }
     for (int l = 0; l < LANES; l++) acc[l] += (double)part[l];
 }
 
 INLINE void exp_lanes(const float *x, Py_ssize_t j, float top, float s, float *t, int store, double *acc,
-                      float *m) {
+                      float *m, const float *pf) {
+    if (pf) __builtin_prefetch(pf + j, 0, 2);
     for (int l = 0; l < LANES; l++) {
         const float e = exp_neg((x[j + l] - top) * s);
         if (store) t[j + l] = e;
@@ -147,15 +150,15 @@ INLINE void exp_lanes(const float *x, Py_ssize_t j, float top, float s, float *t
 
 /* The tail (V % LANES terms) only sums: m covers x[0..V - V % LANES). */
 INLINE double exp_sum(const float *x, Py_ssize_t V, float top, float s, float *t, int store, float *m,
-                      prefix_t *g) {
+                      prefix_t *g, const float *pf) {
     double acc[LANES] = {0};
     Py_ssize_t j = 0;
     for (; j + BLOCK <= V; j += BLOCK) {
-        exp_block(x, j, top, s, t, store, acc, m);
+        exp_block(x, j, top, s, t, store, acc, m, pf);
         if (g && prefix_take(g, x, j, j + BLOCK)) return NAN; /* NaN: given up */
     }
     for (; j + LANES <= V; j += LANES) {
-        exp_lanes(x, j, top, s, t, store, acc, m);
+        exp_lanes(x, j, top, s, t, store, acc, m, pf);
         if (g && prefix_take(g, x, j, j + LANES)) return NAN;
     }
     if (g && prefix_take(g, x, j, V)) return NAN;
@@ -212,15 +215,17 @@ INLINE double sum_exact(const float *e, Py_ssize_t n) {
 
 /* sum of exp(x - top); with e (the entropy), the float32 terms stored there and summed as
    sum_exact does, in the same read. */
-INLINE double row_sumexp(const float *x, Py_ssize_t V, float top, float *e) {
-    if (!e) return exp_sum(x, V, top, 1.0f, NULL, 0, NULL, NULL);
+INLINE double row_sumexp(const float *x, Py_ssize_t V, float top, float *e, const float *pf) {
+    if (!e) return exp_sum(x, V, top, 1.0f, NULL, 0, NULL, NULL, pf);
     double acc[LANES] = {0};
     Py_ssize_t j = 0;
-    for (; j + LANES <= V; j += LANES)
+    for (; j + LANES <= V; j += LANES) {
+        if (pf) __builtin_prefetch(pf + j, 0, 2);
         for (int l = 0; l < LANES; l++) {
             e[j + l] = exp_neg(x[j + l] - top);
             acc[l] += (double)e[j + l];
         }
+    }
     double z = lane_sum(acc);
     for (; j < V; j++) {
         e[j] = exp_neg(x[j] - top);
@@ -231,10 +236,11 @@ INLINE double row_sumexp(const float *x, Py_ssize_t V, float top, float *e) {
 
 /* row_sumexp without terms, plus the largest value at an index other than arg (-inf when none):
    the margin's runner-up costs a max per lane in the read the sum already makes. */
-INLINE double row_sumexp_second(const float *x, Py_ssize_t V, float top, Py_ssize_t arg, float *second) {
+INLINE double row_sumexp_second(const float *x, Py_ssize_t V, float top, Py_ssize_t arg, float *second,
+                                const float *pf) {
     float m[LANES];
     for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
-    const double s = exp_sum(x, V, top, 1.0f, NULL, 0, m, NULL);
+    const double s = exp_sum(x, V, top, 1.0f, NULL, 0, m, NULL, pf);
     const Py_ssize_t body = V - V % LANES; /* m's part: x[i] in lane i % LANES */
     float sec = -INFINITY;
     const int arg_lane = arg < body ? (int)(arg % LANES) : -1;
@@ -268,14 +274,24 @@ INLINE double row_entropy(const float *e, Py_ssize_t V, float zf) {
     return s;
 }
 
+/* The row to prefetch while this one's exp pass computes: without it every thread read its row
+   from memory and then computed with the memory bus idle, in step with the others. */
+#ifdef DLM_NO_PREFETCH
+#define NEXT_ROW(logits, index, r, V) ((const float *)NULL) /* (to measure what the prefetch gives) */
+#else
+#define NEXT_ROW(logits, index, r, V) ((logits) + (index)[r] * (V))
+#endif
+
+/* after: the row this thread will likely take after the last of these n (prefetched), or NULL. */
 MULTIVERSION
 static void score_rows(const float *logits, const float *uncond, float scale, Py_ssize_t V,
                        const int64_t *index, Py_ssize_t n, int mode, float *work, int64_t *out_idx,
-                       double *out_val) {
+                       double *out_val, const float *after) {
     float *guided = work;    /* V floats: the CFG-combined row */
     float *terms = work ? work + V : NULL; /* V floats: exp terms, for the entropy score */
     for (Py_ssize_t r = 0; r < n; r++) {
         const float *x = logits + index[r] * V;
+        const float *next = r + 1 < n ? NEXT_ROW(logits, index, r + 1, V) : after;
         if (uncond) {
             const float *u = uncond + index[r] * V;
             for (Py_ssize_t j = 0; j < V; j++) guided[j] = (x[j] - u[j]) * scale + u[j];
@@ -285,8 +301,8 @@ static void score_rows(const float *logits, const float *uncond, float scale, Py
         float second = -INFINITY;
         float top = row_argmax(x, 0, V, &arg);
         /* margin: the runner-up found in the sum's read, not in two more passes */
-        double z = mode == MODE_MARGIN ? row_sumexp_second(x, V, top, arg, &second)
-                                       : row_sumexp(x, V, top, mode == MODE_ENTROPY ? terms : NULL);
+        double z = mode == MODE_MARGIN ? row_sumexp_second(x, V, top, arg, &second, next)
+                                       : row_sumexp(x, V, top, mode == MODE_ENTROPY ? terms : NULL, next);
         out_idx[r] = arg;
         if (mode == MODE_MARGIN) {
             if (V == 1) second = top;
@@ -307,8 +323,8 @@ static void score_rows(const float *logits, const float *uncond, float scale, Py
     }
 }
 
-/* Rows over n_threads threads (dynamic: rows cost the same, threads may not). work: n_threads
-   buffers of 2 * V floats. */
+/* Rows over n_threads threads (dynamic: rows cost the same, threads may not; a thread's next row
+   is then likely n_threads further). work: n_threads buffers of 2 * V floats. */
 static void score_all(const float *logits, const float *uncond, float scale, Py_ssize_t V,
                       const int64_t *index, Py_ssize_t n, int mode, float *work, int n_threads,
                       int64_t *out_idx, double *out_val) {
@@ -320,12 +336,13 @@ static void score_all(const float *logits, const float *uncond, float scale, Py_
             float *mine = work ? work + (size_t)omp_get_thread_num() * 2 * (size_t)V : NULL;
 #pragma omp for schedule(dynamic, 1)
             for (Py_ssize_t r = 0; r < n; r++)
-                score_rows(logits, uncond, scale, V, index + r, 1, mode, mine, out_idx + r, out_val + r);
+                score_rows(logits, uncond, scale, V, index + r, 1, mode, mine, out_idx + r, out_val + r,
+                           r + n_threads < n ? NEXT_ROW(logits, index, r + n_threads, V) : NULL);
         }
         return;
     }
 #endif
-    score_rows(logits, uncond, scale, V, index, n, mode, work, out_idx, out_val);
+    score_rows(logits, uncond, scale, V, index, n, mode, work, out_idx, out_val, NULL);
 }
 
 /* ---- Sampling with temperature and top-p / top-k (scoring.sample's rows) -------------------------
@@ -437,7 +454,7 @@ static inline int lin_bucket(float x, float top, float inv_w) {
 /* terms[j] = exp((x[j] - top) * s) in float32; returns their sum (exp_sum's). */
 MULTIVERSION
 static double row_terms(const float *x, Py_ssize_t V, float top, float s, float *terms) {
-    return exp_sum(x, V, top, s, terms, 1, NULL, NULL);
+    return exp_sum(x, V, top, s, terms, 1, NULL, NULL, NULL);
 }
 
 typedef struct {
@@ -468,7 +485,7 @@ MULTIVERSION
 static double raw_score(const float *x, Py_ssize_t V, int mode, Py_ssize_t tok, Py_ssize_t amax, float top,
                         float *terms) {
     Py_ssize_t unused;
-    double z = row_sumexp(x, V, top, mode == MODE_ENTROPY ? terms : NULL);
+    double z = row_sumexp(x, V, top, mode == MODE_ENTROPY ? terms : NULL, NULL);
     if (mode == MODE_MARGIN) {
         float second = -INFINITY; /* V 1: margin 1, as the numpy path scores it */
         if (V > 1) {
@@ -622,7 +639,7 @@ static int top_p_prefix(const float *x, Py_ssize_t V, const sample_params *sp, d
     /* a small top-k needs only the k best in the prefix: a flat row is then pruned to its end */
     const int small_k = sp->top_k > 0 && sp->top_k < V && sp->top_k < CAND_CAP / 2;
     prefix_t g = {a, 0, top - 11.1f / s, 0, small_k};
-    const double z = exp_sum(x, V, top, s, NULL, 0, NULL, &g);
+    const double z = exp_sum(x, V, top, s, NULL, 0, NULL, &g, NULL);
     const Py_ssize_t n = g.n;
     if (!(z >= 1.0) || n == 0) return 0; /* NaN: given up, or a NaN logit (the general path reports it) */
     qsort(a, (size_t)n, sizeof(pair_t), pair_cmp);
