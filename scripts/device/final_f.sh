@@ -5,13 +5,13 @@
 # sampler (its same-filter side, 230-1,900 ms a step, was measured in final_b.sh); then the LLaDA-8B
 # shape at T 0, every algorithm, against both llama.cpp sides, as time allows. $OUT.
 SESSION=speed; . scripts/device/common.sh; models_in_ram
-BUDGET=585
+BUDGET=330
 exec > >(tee -a $OUT/log_f.txt) 2>&1
 need_build; build_kernel || exit 1
 export LLAMA_CPP_LIB_PATH=$L
 D=$(dream_side_args)
 stamp "Dream-7B shape: every algorithm, three samplings, dlm and llama.cpp's default sampler"
-timeout 380 python3 scripts/bench_vs_llama_cpp.py $D --algorithms entropy,low-confidence,margin,random,origin \
+timeout 200 python3 scripts/bench_vs_llama_cpp.py $D --algorithms entropy,low-confidence,margin,random,origin \
   --samplings t0.2p0.95,t0,t0p0.95 --ref-topk40 --no-ref-same --out $OUT/dream7b-topk40.json
 stamp "LLaDA-8B shape: block 32, gen 256, 32 steps, T 0, every algorithm ($(left) s left)"
 timeout $(( $(left) - 5 )) python3 scripts/bench_vs_llama_cpp.py $COMMON --model $ML --prompt-len 32 --gen-length 256 \
