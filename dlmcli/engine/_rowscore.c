@@ -588,6 +588,8 @@ struct prefix {
     float floor_x;
     int prunes;
     int small_k; /* a top-k under CAND_CAP / 2: never give up, the k best stay in the prefix */
+    Py_ssize_t keep; /* slots a prune keeps: CAND_CAP / 2, or twice a small top-k (the floor then
+                        rises to about the k-th best at once, and a flat row needs one prune, not five) */
 };
 
 /* Gathers the x[j..end) above the floor (a block, a step or the tail from exp_sum), LANES at a
@@ -619,8 +621,8 @@ INLINE int prefix_take(prefix_t *g, const float *x, Py_ssize_t j, Py_ssize_t end
         }
         if (n > CAND_CAP - LANES) { /* (so the next LANES always fit) */
             if (++g->prunes > 4 && !g->small_k) return 1;
-            select_rank(a, n, CAND_CAP / 2 - 1);
-            n = CAND_CAP / 2;
+            select_rank(a, n, g->keep - 1);
+            n = g->keep;
             floor_x = a[n - 1].x;
         }
     }
@@ -638,7 +640,8 @@ static int top_p_prefix(const float *x, Py_ssize_t V, const sample_params *sp, d
     /* terms below 2^-16 of the top's rarely matter; a row that needs them fails and goes the long way */
     /* a small top-k needs only the k best in the prefix: a flat row is then pruned to its end */
     const int small_k = sp->top_k > 0 && sp->top_k < V && sp->top_k < CAND_CAP / 2;
-    prefix_t g = {a, 0, top - 11.1f / s, 0, small_k};
+    const Py_ssize_t keep = small_k && 2 * sp->top_k > 64 ? 2 * (Py_ssize_t)sp->top_k : small_k ? 64 : CAND_CAP / 2;
+    prefix_t g = {a, 0, top - 11.1f / s, 0, small_k, keep < CAND_CAP / 2 ? keep : CAND_CAP / 2};
     const double z = exp_sum(x, V, top, s, NULL, 0, NULL, &g, NULL);
     const Py_ssize_t n = g.n;
     if (!(z >= 1.0) || n == 0) return 0; /* NaN: given up, or a NaN logit (the general path reports it) */
