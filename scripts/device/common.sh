@@ -59,6 +59,18 @@ build_llama_and_f16() {  # call 1: unpack and build llama.cpp with CUDA while bo
     # device calls hung there).
     stamp "wait for the F16 models"; wait $(jobs -p); cat $B/models.log; ls -la $R
 }
+machine_and_models() {  # call 1's start: what the machine is, this tree's kernel, llama.cpp, both Q4_K_M models
+    stamp "machine; models in $R"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    lscpu | grep -E "Model name|^CPU\(s\)|Thread|L2|L3"; grep -o -m1 "avx512f" /proc/cpuinfo; free -g | head -2
+    build_kernel || exit 1
+    build_llama_and_f16
+    stamp "quantize both at once"
+    local Q=$L/llama-quantize
+    ( timeout 200 $Q $MDF $MD Q4_K_M 8 > $B/q2.log 2>&1; rm -f $MDF ) &
+    ( timeout 200 $Q $MLF $ML Q4_K_M 8 > $B/q1.log 2>&1; rm -f $MLF ) &
+    wait $(jobs -p); tail -n1 $B/q1.log $B/q2.log; ls -la $R
+}
 need_build() {  # everything call 1 (speed_a.sh or final_a.sh) made; a cold machine lost it
     [ -x $L/llama-diffusion-cli ] && [ -f $ML ] && [ -f $MD ] || { echo "call 1's build is gone (cold machine): run call 1 again"; exit 3; }
 }

@@ -7,16 +7,7 @@
 SESSION=speed; . scripts/device/common.sh; models_in_ram
 BUDGET=585
 exec > >(tee -a $OUT/log_a.txt) 2>&1
-stamp "machine; models in $R"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-lscpu | grep -E "Model name|^CPU\(s\)|L3"; grep -o -m1 "avx512f" /proc/cpuinfo; free -g | head -2
-build_kernel || exit 1
-build_llama_and_f16
-stamp "quantize both at once"
-Q=$L/llama-quantize
-( timeout 200 $Q $MDF $MD Q4_K_M 8 > $B/q2.log 2>&1; rm -f $MDF ) &
-( timeout 200 $Q $MLF $ML Q4_K_M 8 > $B/q1.log 2>&1; rm -f $MLF ) &
-wait $(jobs -p); tail -n1 $B/q1.log $B/q2.log; ls -la $R
+machine_and_models
 if [ -f $P/old_rowscore.c ]; then  # a kernel change to measure: scoring alone, Dream's width, this tree's kernel and the old
     stamp "scoring alone, new kernel and old, 136 rows of 152,064 on 16 threads"
     for scale in 3 1.2; do  # rows as peaked as the bench's default, and as flat as a random-weight model's

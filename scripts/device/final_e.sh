@@ -6,20 +6,11 @@
 SESSION=speed; . scripts/device/common.sh; models_in_ram
 BUDGET=585
 exec > >(tee -a $OUT/log_e.txt) 2>&1
-stamp "machine; models in $R"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-lscpu | grep -E "Model name|^CPU\(s\)|Thread|L2|L3"; grep -o -m1 "avx512f" /proc/cpuinfo; free -g | head -2
-build_kernel || exit 1
+machine_and_models
 NOPF=/tmp/dlm-nopf; rm -rf $NOPF; mkdir -p $NOPF; cp -r dlmcli scripts $NOPF/
 gcc -O3 -ffp-contract=off -fno-trapping-math -fopenmp -shared -fPIC -DDLM_NO_PREFETCH \
     "-I$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" dlmcli/engine/_rowscore.c \
     -o "$NOPF/dlmcli/engine/_rowscore$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')" || exit 1
-build_llama_and_f16
-stamp "quantize both at once"
-Q=$L/llama-quantize
-( timeout 200 $Q $MDF $MD Q4_K_M 8 > $B/q2.log 2>&1; rm -f $MDF ) &
-( timeout 200 $Q $MLF $ML Q4_K_M 8 > $B/q1.log 2>&1; rm -f $MLF ) &
-wait $(jobs -p); tail -n1 $B/q1.log $B/q2.log; ls -la $R
 export LLAMA_CPP_LIB_PATH=$L
 CASES=t0:entropy,t0:low-confidence,t0:margin,t0.2p0.95:entropy,t0p0.95:entropy
 for rep in 1 2; do
