@@ -9,7 +9,7 @@
    lane) in float64. A float64 add per term cost 1.09 ns a logit in the exp-and-sum pass, the
    partials 0.85 (AVX2 EPYC, one thread); as the terms share a sign, the partials' 7 float32
    roundings stay under 4.2e-7 of the sum (under 4e-8 measured on Dream-width rows). The entropy's
-   divisor and sum, and a kept set's sums, stay a term at a time in float64 (sum_exact says why).
+   divisor and sum, and a kept set's sums, stay a term at a time in float64 (row_sumexp says why).
 
    No FMA contraction and no reassociation (-ffp-contract=off, no -ffast-math; fixed lane and block
    order), so every build and every instruction set gives the same bits, whatever the threads. Rows
@@ -200,21 +200,10 @@ static inline __attribute__((always_inline)) float row_argmax(const float *x, Py
     return best;
 }
 
-/* A sum of float32 terms a term at a time in float64, as numpy's: for the entropy's divisor. The
-   entropy rounds z to float32 for p = e / z, and near p = 1 a one-ulp move of that float (which the
-   128-term float partials cause often) moves the score by up to 4e-5 of itself. */
-INLINE double sum_exact(const float *e, Py_ssize_t n) {
-    double acc[LANES] = {0};
-    Py_ssize_t j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++) acc[l] += (double)e[j + l];
-    double z = lane_sum(acc);
-    for (; j < n; j++) z += (double)e[j];
-    return z;
-}
-
-/* sum of exp(x - top); with e (the entropy), the float32 terms stored there and summed as
-   sum_exact does, in the same read. */
+/* sum of exp(x - top); with e (the entropy), the float32 terms stored there and summed a term at a
+   time in float64, as numpy sums them: the entropy rounds z to float32 for p = e / z, and near p = 1
+   a one-ulp move of that float (which exp_sum's 128-term float partials cause often) moves the
+   score by up to 4e-5 of itself. */
 INLINE double row_sumexp(const float *x, Py_ssize_t V, float top, float *e, const float *pf) {
     if (!e) return exp_sum(x, V, top, 1.0f, NULL, 0, NULL, NULL, pf);
     double acc[LANES] = {0};
@@ -256,7 +245,7 @@ INLINE double row_sumexp_second(const float *x, Py_ssize_t V, float top, Py_ssiz
 }
 
 /* Dream's score: sum over the row of p * log(p + 1e-10), p = e / z in float32; summed a term at a
-   time in float64 like sum_exact (float32 partials would make the short and general top-p paths,
+   time in float64 like its divisor (float32 partials would make the short and general top-p paths,
    which group the kept terms differently, disagree in the eighth digit). */
 INLINE double row_entropy(const float *e, Py_ssize_t V, float zf) {
     double acc[LANES] = {0};
@@ -507,7 +496,7 @@ static void finish_kept(const float *x, Py_ssize_t V, const sample_params *sp, d
                         const int32_t *ids, const float *e, Py_ssize_t nk, float *raw_terms, int64_t *out_idx,
                         double *out_val) {
 #define ID(r) (ids ? (Py_ssize_t)ids[r] : (Py_ssize_t)(r))
-    /* zk a term at a time in float64 (sum_exact), not in float32 partials: it is the entropy's
+    /* zk a term at a time in float64 (as row_sumexp's), not in float32 partials: it is the entropy's
        divisor, and the short path (kept tokens gathered) and the general path (the whole row, the
        rest 0) must agree on it, which partials over differently grouped terms would not. */
     double acc[LANES] = {0};
