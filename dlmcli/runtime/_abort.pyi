@@ -1,3 +1,3 @@
-# The throttled abort callback (_abort.c): its address, and the size of its data struct.
+# The throttled abort callback (_abort.c): its address, and its data struct's size and field offsets.
 ADDRESS: int
-HOOK_SIZE: int
+LAYOUT: tuple[int, int, int, int, int, int]

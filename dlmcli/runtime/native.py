@@ -164,7 +164,8 @@ class AbortHook(ctypes.Structure):
                 ("period_ns", ctypes.c_int64), ("last_ns", ctypes.c_int64)]
 
 
-_C_HOOK = _abort is not None and _abort.HOOK_SIZE == ctypes.sizeof(AbortHook)
+_C_HOOK = _abort is not None and _abort.LAYOUT == (
+    ctypes.sizeof(AbortHook), *(getattr(AbortHook, f[0]).offset for f in AbortHook._fields_))
 
 
 def set_abort_callback(ctx_ptr, flag: ctypes.c_int):
