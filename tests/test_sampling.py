@@ -25,6 +25,12 @@ def kernel_sample(rows, algorithm, temperature, top_k, top_p, convention, u, thr
     return idx, val
 
 
+def short_and_general(rows, algorithm, temperature, top_k, top_p, convention, u):
+    """The kernel's short top-p path alone (index -1 where it gives up) and its general path alone."""
+    return tuple(kernel_sample(rows, algorithm, temperature, top_k, top_p, convention, u, flags=f)
+                 for f in (scoring._rowscore.ONLY_PREFIX, scoring._rowscore.NO_PREFIX))
+
+
 def filtered_probs(x: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
     z = x.astype(np.float64) / temperature
     scoring.filter_logits(z, top_k, top_p)
@@ -105,11 +111,8 @@ def test_top_p_short_path_matches_the_general_path_and_numpy(scale, temperatures
                 [(0, 0.95), (0, 0.5), (3, 0.9), (1, 0.99), (0, 0.05)], temperatures, ["sampled", "raw"], ALGORITHMS):
             u = rng.random(len(rows)) if temperature > 0 else None
             case = (cfg, top_k, top_p, temperature, convention, algorithm)
-            short = kernel_sample(rows, algorithm, temperature, top_k, top_p, convention, u,
-                                  flags=scoring._rowscore.ONLY_PREFIX)
+            short, general = short_and_general(rows, algorithm, temperature, top_k, top_p, convention, u)
             assert (short[0] >= 0).all(), ("the short path gave up on", np.flatnonzero(short[0] < 0), case)
-            general = kernel_sample(rows, algorithm, temperature, top_k, top_p, convention, u,
-                                    flags=scoring._rowscore.NO_PREFIX)
             assert (short[0] == general[0]).all(), case
             np.testing.assert_allclose(short[1], general[1], rtol=1e-12, err_msg=str(case))
             if algorithm == "entropy" and not cfg:  # the definition itself (slow: a sort per row)
@@ -144,10 +147,7 @@ def test_flat_rows_with_a_small_top_k_stay_on_the_short_path():
     for top_k, top_p, temperature, algorithm in itertools.product((1, 40, 1000), (0.95,), (0.0, 0.7), ALGORITHMS):
         u = rng.random(6) if temperature > 0 else None
         case = (top_k, top_p, temperature, algorithm)
-        short = kernel_sample(rows, algorithm, temperature, top_k, top_p, "sampled", u,
-                              flags=scoring._rowscore.ONLY_PREFIX)
-        general = kernel_sample(rows, algorithm, temperature, top_k, top_p, "sampled", u,
-                                flags=scoring._rowscore.NO_PREFIX)
+        short, general = short_and_general(rows, algorithm, temperature, top_k, top_p, "sampled", u)
         want = scoring._sample_numpy(rows, algorithm, temperature, top_k, top_p, "sampled", u)
         assert (short[0][[0, 1, 3, 4, 5]] >= 0).all(), case  # only the row of ties may need the long way
         done = short[0] >= 0
