@@ -18,6 +18,19 @@ def test_renders_an_ordinary_template():
     assert render_chat("{{ bos_token }}x", MSG, bos_token="<s>") == "<s>x"
 
 
+def test_a_template_is_compiled_once_and_a_broken_one_fails_every_time():
+    from dlmcli import template
+
+    tpl = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
+    before = template._compiled.cache_info()
+    assert render_chat(tpl, MSG) == render_chat(tpl, [{"role": "user", "content": "hi"}]) == "[hi]"
+    after = template._compiled.cache_info()
+    assert after.misses - before.misses <= 1 and after.hits - before.hits >= 1
+    for _ in range(2):  # a failed compile is not kept: the same error, not a cached half-template
+        with pytest.raises(ModelError, match="failed to render"):
+            render_chat("{% if %}", MSG)
+
+
 @pytest.mark.parametrize("template,needle", [
     ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "unsafe"),
     ("{{ messages.__class__.__init__.__globals__ }}", "unsafe"),
