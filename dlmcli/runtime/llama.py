@@ -372,8 +372,7 @@ class Runtime:
                                       budget=budget)
         self._pieces: dict[int, bytes] = {}
         self._abort = 0
-        self._logits_at: tuple[int, int] | None = None  # (address, rows) of the cached logits view
-        self._logits_view: np.ndarray | None = None
+        self._logits: tuple[tuple[int, int], np.ndarray] | None = None  # ((address, rows), view)
 
     # --- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
@@ -486,10 +485,9 @@ class Runtime:
         # each time (about 25 us, 0.7 % of a tiny model's step).
         assert ptr is not None  # rc == 0
         at = (ctypes.addressof(ptr.contents), n)
-        if at != self._logits_at or self._logits_view is None:
-            self._logits_view = np.ctypeslib.as_array(ptr, shape=(n, self.model.n_vocab))
-            self._logits_at = at
-        flat = self._logits_view
+        if self._logits is None or self._logits[0] != at:
+            self._logits = at, np.ctypeslib.as_array(ptr, shape=(n, self.model.n_vocab))
+        flat = self._logits[1]
         out, off = [], 0
         for i, c in enumerate(canvases):
             w0, w1 = windows[i] if windows is not None else (0, len(c))
@@ -504,7 +502,7 @@ class Runtime:
         if self.ctx is not None:
             self.ctx.close()
             self.ctx = None
-        self._logits_at = self._logits_view = None
+        self._logits = None
 
     def close(self) -> None:
         """Free batch, then contexts, then model. Safe to call twice."""
