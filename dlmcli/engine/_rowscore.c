@@ -189,12 +189,29 @@ INLINE f4 f4_max(f4 x, f4 m) {
     const i4 k = x > m;
     return (f4)(((i4)x & k) | ((i4)m & ~k));
 }
-/* whether any of x[0..LANES) equals b */
+/* whether any of x[0..LANES) equals b / is above b (NaN never is) */
 INLINE int any_equal(const float *x, float b) {
     const f4 bv = {b, b, b, b};
     i4 h = f4_load(x) == bv;
     for (int v = 4; v < LANES; v += 4) h |= f4_load(x + v) == bv;
     return (h[0] | h[1] | h[2] | h[3]) != 0;
+}
+INLINE int any_above(const float *x, float b) {
+    const f4 bv = {b, b, b, b};
+    i4 h = f4_load(x) > bv;
+    for (int v = 4; v < LANES; v += 4) h |= f4_load(x + v) > bv;
+    return (h[0] | h[1] | h[2] | h[3]) != 0;
+}
+#else
+INLINE int any_equal(const float *x, float b) {
+    int h = 0;
+    for (int l = 0; l < LANES; l++) h |= x[l] == b;
+    return h;
+}
+INLINE int any_above(const float *x, float b) {
+    int h = 0;
+    for (int l = 0; l < LANES; l++) h |= x[l] > b;
+    return h;
 }
 #endif
 
@@ -220,15 +237,8 @@ static inline __attribute__((always_inline)) float row_argmax(const float *x, Py
     for (Py_ssize_t i = j; i < b; i++) best = x[i] > best ? x[i] : best;
     *arg = a;
     if (best == -INFINITY) return best; /* all -inf or NaN: index a, as numpy's argmax of -inf rows */
-    for (j = a; j + LANES <= b; j += LANES) {
-#ifdef VEC4
+    for (j = a; j + LANES <= b; j += LANES)
         if (any_equal(x + j, best)) break;
-#else
-        int hit = 0;
-        for (int l = 0; l < LANES; l++) hit |= x[j + l] == best;
-        if (hit) break;
-#endif
-    }
     for (; j < b; j++)
         if (x[j] == best) {
             *arg = j;
@@ -622,7 +632,9 @@ struct prefix {
    time; 1: gives up on a flat row (thousands near the top), which the general path does. */
 INLINE int prefix_take(prefix_t *g, const float *x, Py_ssize_t j, Py_ssize_t end) {
     int hit = 0;
-    for (Py_ssize_t i = j; i < end; i++) hit |= x[i] > g->floor_x;
+    Py_ssize_t i = j;
+    for (; i + LANES <= end && !hit; i += LANES) hit = any_above(x + i, g->floor_x);
+    for (; i < end && !hit; i++) hit = x[i] > g->floor_x;
     if (!hit) return 0; /* the floor only rises: nothing here passes it later */
     pair_t *a = g->a;
     Py_ssize_t n = g->n;
@@ -630,9 +642,7 @@ INLINE int prefix_take(prefix_t *g, const float *x, Py_ssize_t j, Py_ssize_t end
     for (; j < end; j += LANES) {
         const int len = end - j < LANES ? (int)(end - j) : LANES;
         if (len == LANES) { /* (a constant count, unrolled) */
-            int step_hit = 0; /* a block with a hit mostly has one: gather only its step */
-            for (int l = 0; l < LANES; l++) step_hit |= x[j + l] > floor_x;
-            if (!step_hit) continue;
+            if (!any_above(x + j, floor_x)) continue; /* a block with a hit mostly has one: gather its step */
             for (int l = 0; l < LANES; l++) { /* branch-free: only a slot's count moves */
                 a[n].x = x[j + l];
                 a[n].j = (int32_t)(j + l);
