@@ -404,7 +404,7 @@ typedef struct {
 
 /* x descending, then index ascending: numpy's stable argsort of -x (a total order). */
 static inline int before(const pair_t *p, const pair_t *q) {
-    return p->x > q->x || (p->x == q->x && p->j < q->j);
+    return (p->x > q->x) | ((p->x == q->x) & (p->j < q->j)); /* (no branches: the partition's test) */
 }
 
 static int pair_cmp(const void *a, const void *b) {
@@ -431,8 +431,12 @@ static Py_ssize_t partition(pair_t *a, Py_ssize_t lo, Py_ssize_t hi) {
     if (before(&a[mid], &a[last])) pair_swap(a, mid, last); /* median of three now at last */
     const pair_t piv = a[last];
     Py_ssize_t s = lo;
-    for (Py_ssize_t i = lo; i < last; i++)
-        if (before(&a[i], &piv)) pair_swap(a, i, s++);
+    for (Py_ssize_t i = lo; i < last; i++) { /* branch-free: a branch here mispredicted half the time */
+        const pair_t t = a[i];
+        a[i] = a[s];
+        a[s] = t;
+        s += before(&t, &piv);
+    }
     pair_swap(a, s, last);
     return s;
 }
