@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 12, device call 1 of 3: build llama.cpp with CUDA; write the LLaDA-8B and Dream-7B
+# Issue 12, device call 1 of 3 (sessions 5-6; of 2 in session 7, with final_g.sh): build llama.cpp with CUDA; write the LLaDA-8B and Dream-7B
 # shaped models in RAM (F16 -> Q4_K_M, kept for calls 2 and 3 on the same warm machine); scoring
 # alone with this tree's kernel against $P/old_rowscore.c's, when staged; then the LLaDA-8B side by
 # side (block 32, gen 256, 32 steps, T 0: LLaDA's recommended sampling and dlm's default), every
