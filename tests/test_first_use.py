@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -226,8 +227,13 @@ def test_version_names_dlm_llama_cpp_python_and_the_backends():
 
 
 def test_shell_completion_script():
-    r = run_dlm("--show-completion", "bash", env={"SHELL": "/bin/bash"})
-    assert r.returncode == 0 and b"complete" in r.stdout
+    # As a user runs it: from bash, which Typer finds among the process's parents (`; exit` keeps
+    # bash from exec-ing the command: run straight from a process without a shell above it, as under
+    # nohup or setsid, there is no shell to find and the flag fails).
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SHELL="/bin/bash")
+    r = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} -m dlmcli --show-completion; exit $?"],
+                       capture_output=True, env=env, timeout=120)
+    assert r.returncode == 0 and b"COMPREPLY" in r.stdout and b"complete -o" in r.stdout, r.stderr
 
 
 def test_info_shows_the_chat_template():
