@@ -250,23 +250,22 @@ static inline __attribute__((always_inline)) float row_argmax(const float *x, Py
 /* sum of exp(x - top); with e (the entropy), the float32 terms stored there and summed a term at a
    time in float64, as numpy sums them: the entropy rounds z to float32 for p = e / z, and near p = 1
    a one-ulp move of that float (which exp_sum's 128-term float partials cause often) moves the
-   score by up to 4e-5 of itself. */
+   score by up to 4e-5 of itself. Two loops, the terms then their sum: in one, GCC applied exp_neg's
+   zero below -87 after the conversion to float64, on both halves (1.12 ns a logit against 0.85 for
+   the two, AVX2 EPYC; the same bits). */
 INLINE double row_sumexp(const float *x, Py_ssize_t V, float top, float *e, const float *pf) {
     if (!e) return exp_sum(x, V, top, 1.0f, NULL, 0, NULL, NULL, pf);
-    double acc[LANES] = {0};
     Py_ssize_t j = 0;
     for (; j + LANES <= V; j += LANES) {
         if (pf) __builtin_prefetch(pf + j, 0, 2);
-        for (int l = 0; l < LANES; l++) {
-            e[j + l] = exp_neg(x[j + l] - top);
-            acc[l] += (double)e[j + l];
-        }
+        for (int l = 0; l < LANES; l++) e[j + l] = exp_neg(x[j + l] - top);
     }
+    for (; j < V; j++) e[j] = exp_neg(x[j] - top);
+    double acc[LANES] = {0};
+    for (j = 0; j + LANES <= V; j += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += (double)e[j + l];
     double z = lane_sum(acc);
-    for (; j < V; j++) {
-        e[j] = exp_neg(x[j] - top);
-        z += (double)e[j];
-    }
+    for (; j < V; j++) z += (double)e[j];
     return z;
 }
 
