@@ -267,6 +267,33 @@ def test_early_stop_is_lossless_for_the_trimmed_answer():
     assert not (fast[-1].canvas == MASK).any()
 
 
+def test_early_stop_fires_on_any_end_of_generation_token():
+    # A chat model ends a turn with EoT, not EOS: the answer settles at the first of either.
+    EOT = 37
+
+    class EotAfter8(ScriptedModel):
+        def logits(self, x):
+            out = super().logits(x)
+            out[8:, EOT] += 50.0
+            return out
+
+    canvas, gs = make_canvas(prompt_len=5, gen=16)
+    kw = dict(gen_length=16, steps=16, block_length=4)
+    slow = list(denoise(canvas, gs, GenerationParams(**kw), EotAfter8(),
+                        VocabInfo(mask_id=MASK, shift=False, eog_ids=frozenset({EOS, EOT}), fill_id=EOS)))
+
+    def trim(c):
+        gen = list(c[gs:])
+        return gen[: gen.index(EOT)] if EOT in gen else gen
+
+    for eog, stops in ((frozenset({EOS}), False), (frozenset({EOS, EOT}), True)):
+        vocab = VocabInfo(mask_id=MASK, shift=False, eog_ids=eog, fill_id=EOS)
+        fast = list(denoise(canvas, gs, GenerationParams(**kw, early_stop=True), EotAfter8(), vocab))
+        assert (len(fast) < len(slow) == 16) == stops, eog
+        assert not (fast[-1].canvas == MASK).any()
+        assert trim(fast[-1].canvas) == trim(slow[-1].canvas)
+
+
 def test_batch_matches_single_runs():
     from dlmcli.engine.denoise import denoise_batch
 

@@ -339,7 +339,10 @@ def _settle_answer(s: _Seq, vocab: VocabInfo) -> np.ndarray | None:
         return None
     gen = s.canvas[s.gen_start:]
     is_mask = gen == vocab.mask_id
-    first_eog = np.flatnonzero(np.isin(gen, np.fromiter(vocab.eog_ids, dtype=np.int64)))
+    is_eog = np.zeros(gen.shape, bool)
+    for t in vocab.eog_ids:  # a few ids: np.isin's set machinery cost 23 us a pass, this 5
+        is_eog |= gen == t
+    first_eog = np.flatnonzero(is_eog)
     if first_eog.size == 0 or is_mask[: first_eog[0]].any():
         return None
     fill = np.flatnonzero(is_mask) + s.gen_start
